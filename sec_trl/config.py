@@ -1,0 +1,140 @@
+"""`SETGRPOConfig`: TRL's `GRPOConfig` plus the SENT token-regulariser fields."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from trl import GRPOConfig
+
+
+TOKEN_REGULARIZERS = ("sent", "kl_cov", "clip_cov", "none")
+# Aggregations that take a plain per-token loss: the regularisers replace the per-token policy term only.
+REGULARIZER_LOSS_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo")
+
+
+@dataclass
+class SETGRPOConfig(GRPOConfig):
+    r"""
+    Configuration class for [`SETGRPOTrainer`]: every [`trl.GRPOConfig`] parameter, plus the token regulariser of
+    SENT (Cao et al. 2025, arXiv 2512.04359) and its baselines KL-Cov and Clip-Cov (Cui et al. 2025, arXiv
+    2505.22617).
+
+    The SENT, KL-Cov and Clip-Cov losses replace the per-token policy term of TRL's loss; the loss aggregation
+    (`loss_type` in `grpo`, `bnpo`, `dr_grpo`, `dapo`), the `beta` KL to the reference model, the entropy bonus,
+    `top_entropy_quantile` and the vLLM importance-sampling correction still apply on top, as in `GRPOTrainer`.
+
+    Parameters:
+        token_regularizer (`str`, *optional*, defaults to `"sent"`):
+            `"sent"`: covariance-targeted KL inside the low-entropy tokens (SENT). `"kl_cov"`: KL on the
+            highest-covariance tokens (KL-Cov). `"clip_cov"`: gradient stopped on random high-covariance tokens
+            (Clip-Cov). `"none"`: TRL's loss, unchanged.
+        low_entropy_quantile (`float`, *optional*, defaults to `0.8`):
+            SENT: fraction `q` of valid tokens, the lowest-entropy ones, that form the low-entropy set `L`
+            (`max(1, floor(q * N_valid))` tokens). In (0, 1].
+        cov_ratio (`float`, *optional*, defaults to `2e-4`):
+            Fraction of tokens selected by covariance: `max(1, floor(cov_ratio * |L|))` for SENT, `max(1,
+            floor(cov_ratio * N_valid))` for KL-Cov and Clip-Cov. In (0, 1].
+        kl_cov_coef (`float`, *optional*, defaults to `0.1`):
+            Base coefficient of the `|logp - old_logp|` penalty (SENT and KL-Cov). >= 0.
+        high_cov_coef (`float`, *optional*, defaults to `2.0`):
+            SENT: multiplier of `kl_cov_coef` for the highest-covariance tokens of `L`. >= 0.
+        low_cov_coef (`float`, *optional*, defaults to `0.5`):
+            SENT: multiplier of `kl_cov_coef` for the lowest-covariance tokens of `L`. >= 0.
+        low_entropy_kl_coef (`float`, *optional*, defaults to `0.0`):
+            SENT: multiplier of `kl_cov_coef` for the rest of `L` (0 = the reference code). >= 0.
+        clip_cov_lower (`float`, *optional*, defaults to `1.0`):
+            Clip-Cov: lower covariance bound of the candidate tokens.
+        clip_cov_upper (`float`, *optional*, defaults to `5.0`):
+            Clip-Cov: upper covariance bound of the candidate tokens. Must be > `clip_cov_lower`.
+    """
+
+    token_regularizer: str = field(
+        default="sent",
+        metadata={
+            "help": "Token regulariser: 'sent' (SENT, covariance-targeted KL inside the low-entropy tokens), "
+            "'kl_cov' (KL-Cov), 'clip_cov' (Clip-Cov) or 'none' (TRL's GRPO loss unchanged).",
+            "choices": list(TOKEN_REGULARIZERS),
+        },
+    )
+    low_entropy_quantile: float = field(
+        default=0.8,
+        metadata={"help": "SENT: fraction of valid tokens (lowest entropy) forming the low-entropy set. In (0, 1]."},
+    )
+    cov_ratio: float = field(
+        default=2e-4,
+        metadata={"help": "Fraction of tokens selected by covariance (SENT: of the low-entropy set). In (0, 1]."},
+    )
+    kl_cov_coef: float = field(
+        default=0.1, metadata={"help": "Base coefficient of the |logp - old_logp| penalty (SENT, KL-Cov). >= 0."}
+    )
+    high_cov_coef: float = field(
+        default=2.0, metadata={"help": "SENT: multiplier of kl_cov_coef for the highest-covariance tokens. >= 0."}
+    )
+    low_cov_coef: float = field(
+        default=0.5, metadata={"help": "SENT: multiplier of kl_cov_coef for the lowest-covariance tokens. >= 0."}
+    )
+    low_entropy_kl_coef: float = field(
+        default=0.0,
+        metadata={"help": "SENT: multiplier of kl_cov_coef for the rest of the low-entropy set (reference: 0). >= 0."},
+    )
+    clip_cov_lower: float = field(
+        default=1.0, metadata={"help": "Clip-Cov: lower covariance bound of the candidate tokens."}
+    )
+    clip_cov_upper: float = field(
+        default=5.0, metadata={"help": "Clip-Cov: upper covariance bound of the candidate tokens (> lower)."}
+    )
+
+    def __post_init__(self):
+        super().__post_init__()
+        self._validate_token_regularizer()
+
+    def _validate_token_regularizer(self) -> None:
+        if self.token_regularizer not in TOKEN_REGULARIZERS:
+            raise ValueError(
+                f"token_regularizer={self.token_regularizer!r} is not supported; choose one of {TOKEN_REGULARIZERS}."
+            )
+        _check_range("low_entropy_quantile", self.low_entropy_quantile, low=0.0, low_open=True, high=1.0)
+        _check_range("cov_ratio", self.cov_ratio, low=0.0, low_open=True, high=1.0)
+        for name in ("kl_cov_coef", "high_cov_coef", "low_cov_coef", "low_entropy_kl_coef"):
+            _check_range(name, getattr(self, name), low=0.0)
+        if not self.clip_cov_lower < self.clip_cov_upper:
+            raise ValueError(
+                f"clip_cov_lower={self.clip_cov_lower} must be smaller than clip_cov_upper={self.clip_cov_upper}."
+            )
+        if self.token_regularizer == "none":
+            return
+        if self.loss_type not in REGULARIZER_LOSS_TYPES:
+            raise ValueError(
+                f"token_regularizer={self.token_regularizer!r} replaces the per-token policy term and needs "
+                f"loss_type in {REGULARIZER_LOSS_TYPES}, got loss_type={self.loss_type!r}. Set "
+                "--token_regularizer none to use this loss type."
+            )
+        if self.importance_sampling_level != "token":
+            raise ValueError(
+                f"token_regularizer={self.token_regularizer!r} is a token-level method and needs "
+                f"importance_sampling_level='token', got {self.importance_sampling_level!r}."
+            )
+        if self.delta is not None:
+            raise ValueError(
+                f"delta={self.delta} (two-sided clipping) is not used by token_regularizer="
+                f"{self.token_regularizer!r}; unset delta or use --token_regularizer none."
+            )
+
+    @property
+    def kl_term_is_inert(self) -> bool:
+        """True when every update is on-policy, so that `|logp - old_logp|` is identically 0 (METHOD.md, section 2).
+
+        Mirrors GRPOTrainer: old log-probs are recomputed only when `gradient_accumulation_steps` is not a multiple
+        of `steps_per_generation * num_iterations`; otherwise each rollout batch is used within one optimizer step.
+        """
+        generate_every = self.steps_per_generation * self.num_iterations
+        return self.gradient_accumulation_steps % generate_every == 0
+
+
+def _check_range(name: str, value: float, *, low: float, low_open: bool = False, high: float | None = None) -> None:
+    too_low = value <= low if low_open else value < low
+    too_high = high is not None and value > high
+    if too_low or too_high or value != value:  # value != value catches NaN
+        bracket = "(" if low_open else "["
+        upper = f"{high}]" if high is not None else "inf)"
+        raise ValueError(f"{name}={value} is out of range; allowed range is {bracket}{low}, {upper}.")
