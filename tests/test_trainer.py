@@ -1,0 +1,233 @@
+"""SETGRPOTrainer against TRL's GRPOTrainer, a CPU training smoke test, and config validation."""
+
+import warnings
+
+import pytest
+import torch
+from datasets import Dataset
+from trl import GRPOTrainer
+
+from sec_trl import SETGRPOConfig, SETGRPOTrainer, sent_per_token_loss
+
+
+def _config(tmp_path, **overrides):
+    kwargs = dict(
+        output_dir=str(tmp_path / "out"),
+        report_to="none",
+        use_cpu=True,
+        bf16=False,
+        per_device_train_batch_size=4,
+        num_generations=4,
+        max_completion_length=8,
+        logging_steps=1,
+        save_strategy="no",
+        seed=0,
+    )
+    kwargs.update(overrides)
+    return SETGRPOConfig(**kwargs)
+
+
+def _length_reward(completions, **kwargs):
+    """Varies across a group, so advantages are non-zero (a random tiny model never answers arithmetic)."""
+    return [float(len(c[0]["content"] if isinstance(c, list) else c)) for c in completions]
+
+
+def _tiny_dataset(n=8):
+    return Dataset.from_dict({"prompt": [[{"role": "user", "content": f"What is {i} + {i}?"}] for i in range(n)]})
+
+
+def _trainer(tiny_model_dir, tmp_path, **overrides):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer = SETGRPOTrainer(
+            model=tiny_model_dir,
+            reward_funcs=_length_reward,
+            args=_config(tmp_path, **overrides),
+            train_dataset=_tiny_dataset(),
+        )
+    trainer.current_gradient_accumulation_steps = 1  # set by Trainer's training loop; the loss reads it
+    return trainer
+
+
+def _fake_inputs(trainer, seed, *, off_policy=True, with_ref=False):
+    """A batch shaped like `_generate_and_score_completions`' output: 4 completions, left-padded prompts."""
+    g = torch.Generator().manual_seed(seed)
+    vocab = trainer.model.config.vocab_size
+    B, P, T = 4, 5, 7
+    prompt_ids = torch.randint(0, vocab, (B, P), generator=g)
+    prompt_mask = torch.ones(B, P, dtype=torch.long)
+    prompt_mask[0, :2] = 0
+    completion_ids = torch.randint(0, vocab, (B, T), generator=g)
+    completion_mask = (torch.arange(T)[None] < torch.tensor([[7], [3], [5], [1]])).long()
+    inputs = {
+        "prompt_ids": prompt_ids,
+        "prompt_mask": prompt_mask,
+        "completion_ids": completion_ids,
+        "completion_mask": completion_mask,
+        "advantages": torch.randn(B, generator=g),
+        "num_items_in_batch": completion_mask.sum().float(),
+    }
+    with torch.no_grad():
+        logps, _, _ = trainer._get_per_token_logps_and_entropies(
+            trainer.model, torch.cat([prompt_ids, completion_ids], 1), torch.cat([prompt_mask, completion_mask], 1), T
+        )
+    if off_policy:
+        inputs["old_per_token_logps"] = logps + 0.2 * torch.randn(B, T, generator=g)
+    if with_ref:
+        inputs["ref_per_token_logps"] = logps + 0.1 * torch.randn(B, T, generator=g)
+    return inputs
+
+
+def _loss_and_grads(method, trainer, inputs):
+    trainer.model.zero_grad()
+    loss = method(trainer, trainer.model, inputs)
+    loss.backward()
+    grads = [p.grad.clone() for p in trainer.model.parameters() if p.grad is not None]
+    return loss.detach(), grads
+
+
+@pytest.mark.parametrize("loss_type", ["grpo", "bnpo", "dr_grpo", "dapo", "cispo", "sapo", "luspo", "vespo"])
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {},
+        {"beta": 0.04},
+        {"top_entropy_quantile": 0.5, "entropy_coef": 0.01},
+        {"off_policy_mask_threshold": 0.01, "delta": 1.5},
+    ],
+    ids=["plain", "beta", "entropy", "opsm-delta"],
+)
+def test_none_matches_grpo(tiny_model_dir, tmp_path, loss_type, extra):
+    """With token_regularizer='none', our copy of `_compute_loss` is TRL's: fails loudly when TRL drifts."""
+    trainer = _trainer(tiny_model_dir, tmp_path, token_regularizer="none", loss_type=loss_type, **extra)
+    trainer.model.train()
+    inputs = _fake_inputs(trainer, seed=1, with_ref="beta" in extra)
+    ours, our_grads = _loss_and_grads(SETGRPOTrainer._compute_loss, trainer, inputs)
+    theirs, their_grads = _loss_and_grads(GRPOTrainer._compute_loss, trainer, inputs)
+    torch.testing.assert_close(ours, theirs)
+    assert len(our_grads) == len(their_grads) > 0
+    for a, b in zip(our_grads, their_grads):
+        torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("loss_type", ["bnpo", "dapo", "grpo"])
+def test_sent_loss_is_the_aggregated_sent_per_token_loss(tiny_model_dir, tmp_path, loss_type):
+    trainer = _trainer(tiny_model_dir, tmp_path, loss_type=loss_type, cov_ratio=0.2, kl_cov_coef=0.5)
+    trainer.model.train()
+    inputs = _fake_inputs(trainer, seed=2)
+    loss = trainer._compute_loss(trainer.model, inputs)
+
+    ids = torch.cat([inputs["prompt_ids"], inputs["completion_ids"]], 1)
+    attn = torch.cat([inputs["prompt_mask"], inputs["completion_mask"]], 1)
+    logps, ent, _ = trainer._get_per_token_logps_and_entropies(trainer.model, ids, attn, 7, compute_entropy=True)
+    mask = inputs["completion_mask"]
+    per_token, info = sent_per_token_loss(
+        logps, inputs["old_per_token_logps"], inputs["advantages"], ent, mask, cov_ratio=0.2, kl_coef=0.5
+    )
+    if loss_type == "grpo":
+        expected = ((per_token * mask).sum(-1) / mask.sum(-1)).mean() / trainer.current_gradient_accumulation_steps
+    elif loss_type == "bnpo":
+        expected = (per_token * mask).sum() / mask.sum() / trainer.current_gradient_accumulation_steps
+    else:  # dapo: normalised by the tokens of one accumulation window (one process, steps_per_generation == GA)
+        expected = (per_token * mask).sum() / mask.sum()
+    torch.testing.assert_close(loss, expected)
+    # the regulariser's metrics were logged, and the KL-targeted tokens really were off-policy
+    metrics = trainer._metrics["train"]
+    assert metrics["sent/low_entropy_frac"][-1] == pytest.approx(info["low_entropy"].sum().item() / mask.sum().item())
+    assert metrics["sent/high_cov_frac"][-1] > 0
+    assert metrics["sent/high_cov_abs_log_ratio"][-1] > 0
+    assert metrics["sent/entropy_threshold"][-1] == pytest.approx(info["entropy_threshold"].item())
+
+
+@pytest.mark.parametrize("regularizer", ["kl_cov", "clip_cov"])
+def test_baselines_run_and_log(tiny_model_dir, tmp_path, regularizer):
+    trainer = _trainer(tiny_model_dir, tmp_path, token_regularizer=regularizer, cov_ratio=0.3, clip_cov_lower=-5.0)
+    trainer.model.train()
+    loss, grads = _loss_and_grads(SETGRPOTrainer._compute_loss, trainer, _fake_inputs(trainer, seed=3))
+    assert torch.isfinite(loss) and any(g.abs().sum() > 0 for g in grads)
+    key = "kl_cov/high_cov_frac" if regularizer == "kl_cov" else "clip_cov/cov_clipped_frac"
+    assert trainer._metrics["train"][key][-1] > 0
+
+
+def test_training_smoke_sent_active(tiny_model_dir, tmp_path):
+    """A few real GRPO steps on the CPU: parameters change and the SENT metrics are logged with the KL term active."""
+    args = _config(
+        tmp_path,
+        max_steps=4,
+        learning_rate=1e-2,
+        gradient_accumulation_steps=1,
+        steps_per_generation=2,  # two optimizer steps per rollout batch: |logp - old| != 0 on the second
+        cov_ratio=0.2,
+        temperature=1.0,
+    )
+    assert not args.kl_term_is_inert
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # the inert warning must NOT fire here
+        trainer = SETGRPOTrainer(
+            model=tiny_model_dir, reward_funcs=_length_reward, args=args, train_dataset=_tiny_dataset()
+        )
+    before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
+    trainer.train()
+    changed = [n for n, p in trainer.model.named_parameters() if not torch.equal(before[n], p.detach())]
+    assert changed, "no parameter changed"
+    logs = [entry for entry in trainer.state.log_history if "sent/low_entropy_frac" in entry]
+    assert len(logs) == 4
+    assert all(0 < entry["sent/low_entropy_frac"] <= 0.81 for entry in logs)
+    # steps 2 and 4 reuse a rollout batch after an optimizer step: the strong-KL tokens are off-policy there
+    assert logs[0]["sent/high_cov_abs_log_ratio"] == 0.0
+    assert logs[1]["sent/high_cov_abs_log_ratio"] > 0.0
+    assert "entropy" in logs[0] and "reward" in logs[0]
+
+
+def test_inert_configuration_warns(tiny_model_dir, tmp_path):
+    with pytest.warns(UserWarning, match="inert") as record:
+        SETGRPOTrainer(
+            model=tiny_model_dir,
+            reward_funcs=_length_reward,
+            args=_config(tmp_path, gradient_accumulation_steps=2, steps_per_generation=2),
+            train_dataset=_tiny_dataset(),
+        )
+    assert sum("inert" in str(w.message) for w in record) == 1
+    assert "--steps_per_generation 4" in str(next(w.message for w in record if "inert" in str(w.message)))
+
+
+def test_clip_cov_is_not_warned_as_inert(tiny_model_dir, tmp_path):
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        SETGRPOTrainer(
+            model=tiny_model_dir,
+            reward_funcs=_length_reward,
+            args=_config(tmp_path, token_regularizer="clip_cov"),
+            train_dataset=_tiny_dataset(),
+        )
+    assert not any("inert" in str(w.message) for w in record)
+
+
+@pytest.mark.parametrize(
+    "overrides, match",
+    [
+        ({"token_regularizer": "vanilla"}, r"token_regularizer='vanilla' is not supported; choose one of"),
+        ({"low_entropy_quantile": 0.0}, r"low_entropy_quantile=0.0 is out of range; allowed range is \(0.0, 1.0\]"),
+        ({"low_entropy_quantile": 1.5}, r"low_entropy_quantile=1.5 is out of range"),
+        ({"cov_ratio": -1e-4}, r"cov_ratio=-0.0001 is out of range"),
+        ({"kl_cov_coef": -0.1}, r"kl_cov_coef=-0.1 is out of range; allowed range is \[0.0, inf\)"),
+        ({"high_cov_coef": -2.0}, r"high_cov_coef=-2.0"),
+        ({"low_cov_coef": -0.5}, r"low_cov_coef=-0.5"),
+        ({"low_entropy_kl_coef": float("nan")}, r"low_entropy_kl_coef=nan"),
+        ({"clip_cov_lower": 5.0, "clip_cov_upper": 1.0}, r"clip_cov_lower=5.0 must be smaller than clip_cov_upper"),
+        ({"loss_type": "cispo"}, r"needs loss_type in .* got loss_type='cispo'"),
+        ({"importance_sampling_level": "sequence"}, r"needs importance_sampling_level='token'"),
+        ({"delta": 1.5}, r"delta=1.5 .* unset delta"),
+    ],
+)
+def test_bad_config_is_rejected_at_construction(tmp_path, overrides, match):
+    with pytest.raises(ValueError, match=match):
+        _config(tmp_path, **overrides)
+
+
+def test_grpo_config_is_rejected(tiny_model_dir, tmp_path):
+    from trl import GRPOConfig
+
+    args = GRPOConfig(output_dir=str(tmp_path), use_cpu=True, bf16=False, report_to="none")
+    with pytest.raises(TypeError, match="SETGRPOConfig"):
+        SETGRPOTrainer(model=tiny_model_dir, reward_funcs=_length_reward, args=args, train_dataset=_tiny_dataset())
