@@ -1,0 +1,222 @@
+"""TRL reward functions for math reasoning: answer accuracy (math-verify, time-bounded) and boxed-answer format.
+
+TRL calls a reward function as ``f(prompts=..., completions=..., completion_ids=..., **columns)``, where
+``columns`` holds every dataset column (one value per completion) plus TRL extras (``trainer_state``, ...), and
+logs it under its ``__name__``. A completion is either a string (standard format) or a list of message dicts
+(conversational format); for the latter the ``content`` of the last ``assistant`` message is scored (the last
+message if none has that role; a list of content parts is joined from its ``text`` parts).
+
+A missing gold answer (``None``, or a float NaN as pandas writes it) scores 0.0 and logs one warning per reward
+function, rather than raising: one bad row should not stop a training run, and the warning makes it visible.
+
+Example:
+    >>> accuracy_reward(["... so the answer is \\\\boxed{\\\\frac{1}{2}}", "I think 3"], answer=["0.5", "4"])
+    [1.0, 0.0]
+    >>> conversation = [{"role": "assistant", "content": "The answer is 12."}]
+    >>> accuracy_reward([conversation], answer=[12])
+    [1.0]
+    >>> solution_reward = make_accuracy_reward("solution")
+    >>> solution_reward.__name__, solution_reward(["\\\\boxed{4}"], solution=["4"])
+    ('accuracy_reward', [1.0])
+    >>> format_reward(["\\\\boxed{4}", "4", "\\\\boxed{1} or \\\\boxed{2}", "\\\\boxed{ }"])
+    [1.0, 0.0, 0.0, 0.0]
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from sec_trl.answer_checking import AnswerChecker, get_default_checker
+
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["accuracy_reward", "format_reward", "make_accuracy_reward"]
+
+_DEFAULT_TIMEOUT = 5.0
+_checkers: dict[float, AnswerChecker] = {}
+_checkers_lock = threading.Lock()
+_warned: set[str] = set()
+
+
+def _checker_for(timeout: float) -> AnswerChecker:
+    """One shared checker (one worker process) per distinct timeout; the default timeout uses the default checker."""
+    if timeout == _DEFAULT_TIMEOUT:
+        return get_default_checker()
+    with _checkers_lock:
+        checker = _checkers.get(timeout)
+        if checker is None:
+            checker = _checkers[timeout] = AnswerChecker(timeout=timeout)
+        return checker
+
+
+def completion_text(completion: Any) -> str:
+    """The text of a completion in standard (``str``) or conversational (list of message dicts) format.
+
+    Examples:
+        >>> completion_text("plain")
+        'plain'
+        >>> completion_text([{"role": "assistant", "content": "a"}, {"role": "tool", "content": "t"},
+        ...                  {"role": "assistant", "content": [{"type": "text", "text": "b"}]}])
+        'b'
+        >>> completion_text(None)
+        ''
+    """
+    if completion is None:
+        return ""
+    if isinstance(completion, str):
+        return completion
+    if isinstance(completion, dict):
+        completion = [completion]
+    messages = [m for m in completion if isinstance(m, dict)]
+    if not messages:
+        return ""
+    assistant = [m for m in messages if m.get("role") == "assistant"]
+    content = (assistant or messages)[-1].get("content")
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):  # content parts: [{"type": "text", "text": ...}, ...]
+        return "".join(p.get("text") or "" for p in content if isinstance(p, dict) and p.get("type", "text") == "text")
+    return str(content)
+
+
+def _is_missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def _accuracy(completions: Sequence[Any], answers: Sequence[Any], checker: AnswerChecker, column: str) -> list[float]:
+    if isinstance(answers, (str, bytes)) or not hasattr(answers, "__iter__"):
+        raise TypeError(
+            f"reward column {column!r} must hold one gold answer per completion, got {type(answers).__name__}"
+        )
+    answers = list(answers)
+    if len(answers) != len(completions):
+        raise ValueError(f"got {len(completions)} completions but {len(answers)} values in column {column!r}")
+    missing = [i for i, a in enumerate(answers) if _is_missing(a)]
+    if missing and column not in _warned:
+        _warned.add(column)
+        logger.warning(
+            "%d of %d gold answers in column %r are missing (None); those completions score 0.0 "
+            "(warned once per column)",
+            len(missing),
+            len(answers),
+            column,
+        )
+    references = [None if _is_missing(a) else str(a) for a in answers]
+    verdicts = checker.check_batch([completion_text(c) for c in completions], references)
+    return [1.0 if ok else 0.0 for ok in verdicts]
+
+
+def accuracy_reward(completions: Sequence[Any], answer: Sequence[Any], **kwargs: Any) -> list[float]:
+    """1.0 where the completion's final answer equals the gold ``answer``, else 0.0.
+
+    The final answer is extracted with :func:`sec_trl.answer_checking.extract_final_answer` (last ``\\boxed{}``,
+    else "answer is ...", else the last number, within the last 4096 characters) and compared with the gold answer
+    by :meth:`AnswerChecker.check` of the process-wide default checker (5 s per answer, math-verify in a worker
+    process): ``\\frac{1}{2}``, ``0.5`` and ``1/2`` are equal. Unparseable, missing or timed-out answers score 0.0.
+    For a dataset whose gold answers sit in another column, use :func:`make_accuracy_reward`.
+
+    Examples:
+        >>> accuracy_reward(["\\\\boxed{\\\\frac{1}{2}}", "\\\\boxed{-3}", "no answer", "\\\\boxed{7}"],
+        ...                 answer=["1/2", "3", "3", None])
+        [1.0, 0.0, 0.0, 0.0]
+    """
+    return _accuracy(completions, answer, get_default_checker(), "answer")
+
+
+def make_accuracy_reward(
+    answer_column: str = "answer", timeout: float = _DEFAULT_TIMEOUT
+) -> Callable[..., list[float]]:
+    """An :func:`accuracy_reward` that reads the gold answers from dataset column ``answer_column`` and gives each
+    answer check at most ``timeout`` seconds.
+
+    The result is named ``accuracy_reward`` (TRL logs rewards by ``__name__``) and is a picklable callable object,
+    not a closure (TRL's async GRPO trainer pickles reward functions into a spawned process). Functions with the
+    same ``timeout`` share one checker (one worker process) per process.
+
+    Examples:
+        >>> reward = make_accuracy_reward("solution", timeout=3.0)
+        >>> reward.__name__
+        'accuracy_reward'
+        >>> reward(["The answer is 0.25", "\\\\boxed{2}"], solution=["\\\\frac14", "3"], prompts=["p", "q"])
+        [1.0, 0.0]
+    """
+    return _AccuracyReward(answer_column, timeout)
+
+
+class _AccuracyReward:
+    """1.0 where the completion's final answer equals the gold answer in column ``answer_column``, else 0.0."""
+
+    __name__ = "accuracy_reward"
+
+    def __init__(self, answer_column: str = "answer", timeout: float = _DEFAULT_TIMEOUT):
+        if not isinstance(answer_column, str) or not answer_column:
+            raise ValueError(f"answer_column must be a non-empty column name, got {answer_column!r}")
+        if not timeout > 0:
+            raise ValueError(f"timeout must be > 0 seconds, got {timeout!r}")
+        self.answer_column = answer_column
+        self.timeout = float(timeout)
+
+    def __call__(self, completions: Sequence[Any], **kwargs: Any) -> list[float]:
+        if self.answer_column not in kwargs:
+            columns = sorted(k for k in kwargs if k not in ("prompts", "completion_ids", "trainer_state"))
+            raise KeyError(
+                f"accuracy_reward reads gold answers from dataset column {self.answer_column!r}, which is not among "
+                f"the reward kwargs {columns}; pass make_accuracy_reward(answer_column=...) the right column"
+            )
+        return _accuracy(completions, kwargs[self.answer_column], _checker_for(self.timeout), self.answer_column)
+
+    def __repr__(self) -> str:
+        return f"make_accuracy_reward(answer_column={self.answer_column!r}, timeout={self.timeout:g})"
+
+
+_BOXED_START_RE = re.compile(r"\\boxed\s*\{")
+
+
+def _closing_brace(text: str, open_index: int) -> int | None:
+    """Index of the ``}`` that closes the ``{`` at ``open_index`` (``\\{``, ``\\}`` do not count), else None."""
+    depth = 0
+    i, n = open_index, len(text)
+    while i < n:
+        c = text[i]
+        if c == "\\":
+            i += 2
+            continue
+        if c == "{":
+            depth += 1
+        elif c == "}":
+            depth -= 1
+            if depth == 0:
+                return i
+        i += 1
+    return None
+
+
+def _has_single_boxed_answer(text: str) -> bool:
+    starts = list(_BOXED_START_RE.finditer(text))
+    if len(starts) != 1:
+        return False
+    open_index = starts[0].end() - 1
+    close_index = _closing_brace(text, open_index)
+    return close_index is not None and text[open_index + 1 : close_index].strip() != ""
+
+
+def format_reward(completions: Sequence[Any], **kwargs: Any) -> list[float]:
+    """1.0 where the completion holds exactly one ``\\boxed{...}`` answer, else 0.0.
+
+    Exactly one ``\\boxed`` followed by ``{`` (whitespace allowed between) anywhere in the completion text, whose
+    braces close, with non-blank content. Two boxes (also nested ones), an unclosed box or an empty box give 0.0.
+    The whole completion is scanned (linear time; a 100 kB completion takes milliseconds).
+
+    Examples:
+        >>> format_reward(["so \\\\boxed{\\\\frac{1}{2}}.", "\\\\boxed{1", "\\\\boxed{\\\\boxed{1}}", "It is 3"])
+        [1.0, 0.0, 0.0, 0.0]
+    """
+    return [1.0 if _has_single_boxed_answer(completion_text(c)) else 0.0 for c in completions]
