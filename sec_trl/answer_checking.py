@@ -164,9 +164,10 @@ def extract_final_answer(text: str) -> str | None:
 
     Only the last :data:`MAX_TAIL_CHARS` (4096) characters of ``text`` are read. In order:
 
-    1. ``\\boxed{...}`` (or ``\\fbox{...}``): the content of the **last** one in the window whose braces balance
-       (nesting allowed; ``\\{``/``\\}`` are literal braces and do not group), stripped of whitespace. If that last
-       box is empty, the result is ``None`` (the model committed to no answer; no fallback is tried).
+    1. ``\\boxed{...}`` (or ``\\fbox{...}``): the content of the **last non-empty** one in the window whose braces
+       balance (nesting allowed; ``\\{``/``\\}`` are literal braces and do not group), stripped of whitespace.
+       Empty boxes are ignored: small models often *mention* the box ("the answer within \\boxed{} is 8") and
+       then answer in prose, which the rules below still read.
     2. Otherwise the last ``answer is`` / ``answer:`` marker (case-insensitive, so "The final answer is",
        "**Answer:**" ...): the rest of its line (or the next non-empty line if the marker ends its line), cut at the
        first full stop followed by a space or the end of line, with ``**``, ``$``...``$``, ``\\(``...``\\)`` and
@@ -197,14 +198,16 @@ def extract_final_answer(text: str) -> str | None:
         True
         >>> extract_final_answer("\\\\boxed{}") is None
         True
+        >>> extract_final_answer("The final answer within \\\\boxed{} is 8.")
+        '8'
     """
     if not isinstance(text, str):
         return None
     window = _tail(text)
     boxed = _boxed_contents(window)
+    boxed = [content.strip() for content in boxed if content.strip()]
     if boxed:
-        answer = boxed[-1].strip()
-        return answer or None
+        return boxed[-1]
     marker = _marker_answer(window)
     if marker is not None:
         return marker

@@ -52,7 +52,9 @@ def checker():
         ("5-3 is two", "3"),  # the minus of a difference is not a sign
         ("I do not know.", None),
         ("", None),
-        ("\\boxed{}", None),  # an empty last box is no answer
+        ("\\boxed{}", None),  # an empty box is no answer
+        ("The final answer within \\boxed{} is 8.", "8"),  # a mentioned, empty box is skipped
+        ("\\boxed{3} and then \\boxed{ }", "3"),  # the last non-empty box wins
         ("\\boxed{3} but \\boxed{4", "3"),  # the unclosed box is skipped
     ],
 )
