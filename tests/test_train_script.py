@@ -104,3 +104,53 @@ def test_bad_flags_fail_early_with_the_field_name(tmp_path, args, message):
     result = _run(["--output_dir", "o", *COMMON, *args], tmp_path, timeout=120)
     assert result.returncode != 0
     assert message in result.stderr
+
+
+def test_lora_run_saves_an_adapter_that_reloads(tiny_model_dir, tmp_path):
+    data = _write_jsonl(
+        tmp_path / "train.jsonl", [{"prompt": f"What is {i} + 2?", "answer": str(i + 2)} for i in range(8)]
+    )
+    # a dotted-path reward that varies within a group (a random tiny model never answers correctly)
+    (tmp_path / "my_rewards.py").write_text(
+        "def length_reward(completions, **kwargs):\n"
+        "    return [float(len(c[0]['content'] if isinstance(c, list) else c)) for c in completions]\n"
+    )
+    out = tmp_path / "lora"
+    result = _run(
+        [
+            "--reward_funcs",
+            "my_rewards.length_reward",
+            "--model_name_or_path",
+            tiny_model_dir,
+            "--dataset_name",
+            data,
+            "--use_peft",
+            "--lora_r",
+            "4",
+            "--lora_target_modules",
+            "q_proj",
+            "v_proj",
+            "--max_steps",
+            "2",
+            "--steps_per_generation",
+            "2",
+            "--learning_rate",
+            "1e-2",
+            "--output_dir",
+            str(out),
+            *COMMON,
+        ],
+        tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (out / "adapter_config.json").exists() and (out / "adapter_model.safetensors").exists()
+
+    import torch
+    from peft import AutoPeftModelForCausalLM
+    from transformers import AutoModelForCausalLM
+
+    model = AutoPeftModelForCausalLM.from_pretrained(str(out))
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    ids = torch.tensor([[1, 2, 3, 4]])
+    with torch.no_grad():
+        assert not torch.allclose(model(ids).logits, base(ids).logits), "the trained adapter changes nothing"
