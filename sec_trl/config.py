@@ -46,6 +46,21 @@ class SETGRPOConfig(GRPOConfig):
             Clip-Cov: lower covariance bound of the candidate tokens.
         clip_cov_upper (`float`, *optional*, defaults to `5.0`):
             Clip-Cov: upper covariance bound of the candidate tokens. Must be > `clip_cov_lower`.
+        curriculum (`bool`, *optional*, defaults to `False`):
+            Feed prompts from low to high semantic entropy, in stages (SENT's data side). The training dataset needs
+            a numeric `curriculum_se_column` (`python -m sec_trl.rank` adds it; `train.py` ranks automatically).
+        curriculum_stages (`int`, *optional*, defaults to `2`):
+            Number of contiguous semantic-entropy stages (the reference run used 2: a low and a high half). >= 1.
+        curriculum_epochs_per_stage (`int`, *optional*, defaults to `1`):
+            Passes over each stage before the next one starts (the reference run used 5). >= 1. The whole
+            curriculum is one pass of the sampler: keep `num_train_epochs=1`.
+        curriculum_shuffle_within_stage (`bool`, *optional*, defaults to `True`):
+            Shuffle the prompts inside each stage (seeded by `seed`, stage and epoch), as in the reference run.
+        curriculum_se_column (`str`, *optional*, defaults to `"semantic_entropy"`):
+            Dataset column holding each prompt's semantic entropy.
+        log_semantic_entropy (`bool`, *optional*, defaults to `True`):
+            Log `semantic_entropy/mean`: the semantic entropy of each GRPO group's completions, clustered by final
+            answer (no extra generation), averaged over the batch.
     """
 
     token_regularizer: str = field(
@@ -84,9 +99,41 @@ class SETGRPOConfig(GRPOConfig):
         default=5.0, metadata={"help": "Clip-Cov: upper covariance bound of the candidate tokens (> lower)."}
     )
 
+    curriculum: bool = field(
+        default=False, metadata={"help": "Feed prompts from low to high semantic entropy, in stages (SENT)."}
+    )
+    curriculum_stages: int = field(default=2, metadata={"help": "Number of semantic-entropy stages. >= 1."})
+    curriculum_epochs_per_stage: int = field(
+        default=1, metadata={"help": "Passes over each stage before the next starts. >= 1."}
+    )
+    curriculum_shuffle_within_stage: bool = field(
+        default=True, metadata={"help": "Shuffle prompts inside each stage (seeded)."}
+    )
+    curriculum_se_column: str = field(
+        default="semantic_entropy", metadata={"help": "Dataset column with each prompt's semantic entropy."}
+    )
+    log_semantic_entropy: bool = field(
+        default=True,
+        metadata={"help": "Log the semantic entropy of each GRPO group's completions (no extra generation)."},
+    )
+
     def __post_init__(self):
         super().__post_init__()
         self._validate_token_regularizer()
+        self._validate_curriculum()
+
+    def _validate_curriculum(self) -> None:
+        for name in ("curriculum_stages", "curriculum_epochs_per_stage"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name}={value!r} is out of range; allowed: an integer >= 1.")
+        if not self.curriculum:
+            return
+        if self.remove_unused_columns:
+            raise ValueError(
+                f"curriculum=True needs the {self.curriculum_se_column!r} column in the batches, but "
+                "remove_unused_columns=True drops it; set --remove_unused_columns false."
+            )
 
     def _validate_token_regularizer(self) -> None:
         if self.token_regularizer not in TOKEN_REGULARIZERS:

@@ -7,11 +7,15 @@ import warnings
 
 import torch
 from accelerate.logging import get_logger
+from accelerate.utils import gather_object
 from trl import GRPOTrainer
 from trl.trainer.utils import get_config_model_id, nanmax, nanmin
 
 from .config import SETGRPOConfig
+from .curriculum import CurriculumSampler, validate_semantic_entropy_column
 from .losses import clip_cov_per_token_loss, kl_cov_per_token_loss, sent_per_token_loss
+from .rewards import completion_text
+from .semantic_entropy import cluster_answers, discrete_semantic_entropy
 
 
 logger = get_logger(__name__)
@@ -38,7 +42,12 @@ class SETGRPOTrainer(GRPOTrainer):
       entropy bonus, `top_entropy_quantile`, the off-policy mask and the vLLM importance-sampling correction are
       TRL's. With `token_regularizer="none"` the method computes exactly TRL's loss
       (`tests/test_trainer.py` checks this against `GRPOTrainer._compute_loss`).
-    - `__init__`: warns once when the configuration makes the KL term inert (fully on-policy updates).
+    - `__init__`: validates the curriculum's semantic-entropy column before the model loads, and warns once when the
+      configuration makes the KL term inert (fully on-policy updates).
+    - `_get_train_sampler`: with `args.curriculum`, a [`CurriculumSampler`] (low to high semantic entropy, in
+      stages, same order on every process, same contract as TRL's `RepeatSampler`) instead of `RepeatSampler`.
+    - `_generate_and_score_completions` / `_calculate_rewards`: call TRL's, then log the curriculum position and
+      the online semantic entropy of the GRPO groups.
 
     Everything else (generation, rewards, advantages, vLLM, PEFT, DeepSpeed, logging) is inherited unchanged.
     """
@@ -67,6 +76,11 @@ class SETGRPOTrainer(GRPOTrainer):
                 f"SETGRPOTrainer needs args to be a SETGRPOConfig, got {type(args).__name__}; build it with "
                 "SETGRPOConfig(**your_grpo_config.to_dict()) or use trl.GRPOTrainer."
             )
+        if args.curriculum:  # fail before the model is loaded
+            if kwargs.get("train_dataset") is None:
+                raise ValueError("curriculum=True needs a train_dataset with a semantic-entropy column.")
+            validate_semantic_entropy_column(kwargs["train_dataset"], args.curriculum_se_column)
+        self._curriculum_sampler: CurriculumSampler | None = None
         super().__init__(model, reward_funcs, args=args, **kwargs)
         if args.token_regularizer in ("sent", "kl_cov") and args.kl_term_is_inert:
             message = INERT_WARNING.format(
@@ -78,6 +92,74 @@ class SETGRPOTrainer(GRPOTrainer):
             )
             if self.accelerator.is_main_process:
                 warnings.warn(message, UserWarning, stacklevel=2)
+
+    def _get_train_sampler(self, dataset=None):
+        if not self.args.curriculum:
+            return super()._get_train_sampler(dataset)
+        dataset = self.train_dataset if dataset is None else dataset
+        self._curriculum_sampler = CurriculumSampler.from_dataset(
+            dataset,
+            self.args.curriculum_se_column,
+            mini_repeat_count=self.num_generations,
+            batch_size=self.args.generation_batch_size // self.num_generations,
+            repeat_count=self.num_iterations * self.args.steps_per_generation,
+            num_stages=self.args.curriculum_stages,
+            epochs_per_stage=self.args.curriculum_epochs_per_stage,
+            shuffle_within_stage=self.args.curriculum_shuffle_within_stage,
+            seed=self.args.seed,
+        )
+        if self.accelerator.is_main_process:
+            logger.info("Semantic-entropy curriculum:\n%s", self._curriculum_sampler.summary())
+        return self._curriculum_sampler
+
+    def _generate_and_score_completions(self, inputs):
+        output = super()._generate_and_score_completions(inputs)
+        if self._curriculum_sampler is not None and self.model.training:
+            self._log_curriculum_position(inputs)
+        return output
+
+    def _log_curriculum_position(self, inputs):
+        """Stage and progress from the sampler's schedule; the batch's SE range from the data itself."""
+        sampler = self._curriculum_sampler
+        gas = self.args.gradient_accumulation_steps
+        # micro-steps since the start of the run (self._step restarts at 0 on resume; global_step does not)
+        micro_step = self.state.global_step * gas + self._step % gas
+        chunk = (micro_step // (self.num_iterations * self.args.steps_per_generation)) % sampler.num_chunks
+        info = sampler.chunk_info(chunk)
+        se = torch.tensor([float(x[self.args.curriculum_se_column]) for x in inputs], device=self.accelerator.device)
+        se_min = self.accelerator.gather(se.min().reshape(1)).min().item()
+        se_max = self.accelerator.gather(se.max().reshape(1)).max().item()
+        metrics = self._metrics["train"]
+        metrics["curriculum/stage"].append(float(info["stage"]))
+        metrics["curriculum/progress"].append(info["progress"])
+        metrics["curriculum/se_min"].append(se_min)
+        metrics["curriculum/se_max"].append(se_max)
+
+    def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
+        rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+        if self.args.log_semantic_entropy:
+            self._log_online_semantic_entropy(completions)
+        return rewards_per_func
+
+    def _log_online_semantic_entropy(self, completions):
+        """Semantic entropy of each GRPO group, from the completions that already exist (no extra generation).
+
+        A group's completions are spread over processes; gathered in process order they are contiguous blocks of
+        `num_generations`, the layout TRL's advantage computation relies on too.
+        """
+        texts = gather_object([completion_text(c) for c in completions])
+        if not self.accelerator.is_main_process:
+            return
+        g = self.num_generations
+        entropies, clusters = [], []
+        for start in range(0, len(texts) - g + 1, g):
+            ids = cluster_answers(texts[start : start + g], method="math")
+            entropies.append(discrete_semantic_entropy(ids))
+            clusters.append(max(ids) + 1)
+        if entropies:
+            mode = "train" if self.model.training else "eval"
+            self._metrics[mode]["semantic_entropy/mean"].append(sum(entropies) / len(entropies))
+            self._metrics[mode]["semantic_entropy/num_clusters"].append(sum(clusters) / len(clusters))
 
     def _token_regularizer_loss(self, per_token_logps, old_per_token_logps, advantages, entropies, mask):
         """Per-token policy loss `(B, T)` of the configured regulariser, and its selection masks."""

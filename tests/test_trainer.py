@@ -106,7 +106,7 @@ def test_none_matches_grpo(tiny_model_dir, tmp_path, loss_type, extra):
     theirs, their_grads = _loss_and_grads(GRPOTrainer._compute_loss, trainer, inputs)
     torch.testing.assert_close(ours, theirs)
     assert len(our_grads) == len(their_grads) > 0
-    for a, b in zip(our_grads, their_grads):
+    for a, b in zip(our_grads, their_grads, strict=True):
         torch.testing.assert_close(a, b)
 
 
@@ -231,3 +231,45 @@ def test_grpo_config_is_rejected(tiny_model_dir, tmp_path):
     args = GRPOConfig(output_dir=str(tmp_path), use_cpu=True, bf16=False, report_to="none")
     with pytest.raises(TypeError, match="SETGRPOConfig"):
         SETGRPOTrainer(model=tiny_model_dir, reward_funcs=_length_reward, args=args, train_dataset=_tiny_dataset())
+
+
+def test_curriculum_feeds_low_then_high_semantic_entropy(tiny_model_dir, tmp_path):
+    """A real run: the generated batches follow the stages, and curriculum and online-SE metrics are logged."""
+    se = [0.7, 0.1, 0.5, 0.3, 0.0, 0.6, 0.2, 0.4]  # stage 0 = the four lowest (0.0-0.3), stage 1 = the rest
+    dataset = _tiny_dataset(8).add_column("semantic_entropy", se)
+    seen = []
+
+    def recording_reward(completions, semantic_entropy, **kwargs):
+        seen.append(sorted(set(semantic_entropy)))
+        return _length_reward(completions)
+
+    args = _config(
+        tmp_path,
+        curriculum=True,
+        max_steps=8,
+        per_device_train_batch_size=4,
+        steps_per_generation=2,  # 8 completions = 2 prompts per rollout batch, each batch feeds 2 steps
+        num_train_epochs=1,
+    )
+    trainer = SETGRPOTrainer(model=tiny_model_dir, reward_funcs=recording_reward, args=args, train_dataset=dataset)
+    trainer.train()
+    assert len(seen) == 4  # 4 rollout batches of 2 prompts: stage 0 twice, then stage 1 twice
+    assert all(max(batch) <= 0.3 for batch in seen[:2]) and all(min(batch) >= 0.4 for batch in seen[2:])
+    assert sorted(x for batch in seen[:2] for x in batch) == [0.0, 0.1, 0.2, 0.3]  # every stage-0 prompt once
+    logs = [e for e in trainer.state.log_history if "curriculum/stage" in e]
+    # logged on the 4 generating steps (1, 3, 5, 7)
+    assert [e["curriculum/stage"] for e in logs] == [0.0, 0.0, 1.0, 1.0]
+    assert [e["curriculum/progress"] for e in logs] == [0.0, 0.25, 0.5, 0.75]
+    assert logs[0]["curriculum/se_max"] <= 0.3 and logs[-1]["curriculum/se_min"] >= 0.4
+    assert "semantic_entropy/mean" in trainer.state.log_history[0]
+
+
+def test_curriculum_rejects_a_dataset_without_semantic_entropy_before_loading(tmp_path):
+    args = _config(tmp_path, curriculum=True)
+    with pytest.raises(ValueError, match="semantic_entropy.*sec_trl.rank"):
+        SETGRPOTrainer(
+            model=str(tmp_path / "no-such-model"),
+            reward_funcs=_length_reward,
+            args=args,
+            train_dataset=_tiny_dataset(),
+        )

@@ -1,0 +1,310 @@
+"""Semantic entropy of a set of sampled responses: clustering by meaning, and the two SE estimators.
+
+SENT's data curriculum (see ``METHOD.md`` section 1) samples N responses per prompt, groups responses that mean
+the same thing into clusters, and orders prompts by the entropy of the cluster distribution:
+
+- :func:`discrete_semantic_entropy`: ``SE = -sum_k (n_k/N) ln(n_k/N)`` (natural log; ``0`` for one cluster,
+  ``ln N`` for N singletons);
+- :func:`weighted_semantic_entropy`: each response weighted by its normalised sequence likelihood,
+  ``p(C_k) = sum_{i in C_k} softmax(loglik)_i``, ``SE = -sum_k p(C_k) ln p(C_k)`` (Kuhn et al. 2023).
+
+:func:`cluster_answers` turns N completions into cluster ids numbered by first appearance (``0, 1, 2, ...``).
+
+Nothing here loads a model. Example:
+
+    >>> ids = cluster_answers(["so \\\\boxed{\\\\frac{1}{2}}", "It is 0.5.", "The answer is 1/2", "\\\\boxed{3}"])
+    >>> ids
+    [0, 0, 0, 1]
+    >>> round(discrete_semantic_entropy(ids), 4)  # -(3/4 ln 3/4 + 1/4 ln 1/4)
+    0.5623
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Hashable, Sequence
+from typing import Any
+
+from sec_trl.answer_checking import (
+    MAX_ANSWER_CHARS,
+    AnswerChecker,
+    _as_number,
+    _normalize,
+    extract_final_answer,
+    get_default_checker,
+)
+from sec_trl.rewards import completion_text
+
+
+__all__ = [
+    "CLUSTER_METHODS",
+    "DEFAULT_LEXICAL_THRESHOLD",
+    "cluster_answers",
+    "discrete_semantic_entropy",
+    "final_answers",
+    "weighted_semantic_entropy",
+]
+
+CLUSTER_METHODS = ("math", "exact", "lexical")
+"""Values accepted by :func:`cluster_answers` ``method``."""
+
+DEFAULT_LEXICAL_THRESHOLD = 0.5
+"""Jaccard overlap of word-token sets at or above which ``method="lexical"`` puts two completions together."""
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Estimators
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _entropy_of_masses(masses: Sequence[float]) -> float:
+    """``-sum p ln p`` over the positive masses, summed smallest first (order-independent for equal multisets)."""
+    total = -math.fsum(p * math.log(p) for p in sorted(masses) if p > 0.0)
+    return max(0.0, total)  # -0.0 and tiny negative rounding never leave this function
+
+
+def _check_ids(cluster_ids: Sequence[Hashable]) -> list[Hashable]:
+    ids = list(cluster_ids)
+    if not ids:
+        raise ValueError("semantic entropy needs at least one response (got an empty list of cluster ids)")
+    return ids
+
+
+def discrete_semantic_entropy(cluster_ids: Sequence[Hashable]) -> float:
+    """``-sum_k (n_k/N) ln(n_k/N)`` over the clusters of ``cluster_ids`` (any hashable ids; natural log).
+
+    The value depends only on the multiset of cluster sizes (it is computed from the sorted sizes, so equal size
+    multisets give bit-identical floats, which keeps ties in a ranking exact).
+
+    Examples:
+        >>> discrete_semantic_entropy([0, 0, 0])
+        0.0
+        >>> round(discrete_semantic_entropy([0, 1, 2, 3]), 6) == round(math.log(4), 6)
+        True
+        >>> discrete_semantic_entropy([0, 0, 1, 1]) == discrete_semantic_entropy(["b", "a", "a", "b"])
+        True
+    """
+    ids = _check_ids(cluster_ids)
+    n = len(ids)
+    return _entropy_of_masses([count / n for count in Counter(ids).values()])
+
+
+def weighted_semantic_entropy(cluster_ids: Sequence[Hashable], sequence_logprobs: Sequence[float]) -> float:
+    """Probability-weighted semantic entropy: ``p(C_k) = sum_{i in C_k} softmax(sequence_logprobs)_i``.
+
+    ``sequence_logprobs[i]`` is the log-likelihood of response ``i`` (the sum of its token log-probabilities).
+    The softmax is computed stably (max subtracted, in float64), so log-likelihoods of -5000 work. Equal
+    log-likelihoods give exactly :func:`discrete_semantic_entropy` up to rounding.
+
+    Raises:
+        ValueError: when the two sequences differ in length, are empty, or a log-likelihood is NaN or infinite
+            (a NaN/inf would otherwise turn into a silently wrong entropy; callers decide how to fall back).
+
+    Examples:
+        >>> round(weighted_semantic_entropy([0, 1], [0.0, 0.0]), 6) == round(math.log(2), 6)
+        True
+        >>> p = 1 / (1 + math.exp(-1.0))  # softmax([-1, -2])[0]
+        >>> expected = -(p * math.log(p) + (1 - p) * math.log(1 - p))
+        >>> abs(weighted_semantic_entropy([0, 1], [-1.0, -2.0]) - expected) < 1e-12
+        True
+        >>> weighted_semantic_entropy([0, 1], [float("nan"), -1.0])
+        Traceback (most recent call last):
+        ...
+        ValueError: sequence_logprobs must be finite; got non-finite values at positions [0]: [nan]
+    """
+    ids = _check_ids(cluster_ids)
+    logprobs = [float(x) for x in sequence_logprobs]
+    if len(logprobs) != len(ids):
+        raise ValueError(f"got {len(ids)} cluster ids but {len(logprobs)} sequence log-probabilities")
+    bad = [i for i, x in enumerate(logprobs) if not math.isfinite(x)]
+    if bad:
+        raise ValueError(
+            f"sequence_logprobs must be finite; got non-finite values at positions {bad[:10]}: "
+            f"{[logprobs[i] for i in bad[:10]]}"
+        )
+    top = max(logprobs)
+    weights = [math.exp(x - top) for x in logprobs]  # the largest is exactly 1.0, so the sum is >= 1
+    total = math.fsum(weights)
+    masses: dict[Hashable, list[float]] = {}
+    for cluster, w in zip(ids, weights, strict=True):
+        masses.setdefault(cluster, []).append(w)
+    return _entropy_of_masses([math.fsum(ws) / total for ws in masses.values()])
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Clustering
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def final_answers(completions: Sequence[Any]) -> list[str | None]:
+    """The final answer of each completion (string or chat messages), as :func:`extract_final_answer` reads it."""
+    return [extract_final_answer(completion_text(c)) for c in completions]
+
+
+def _math_key(answer: str) -> Hashable:
+    """Cheap canonical key: answers with equal keys are equivalent without asking math-verify.
+
+    Plain numbers (integers, decimals, ``a/b``, ``\\frac{a}{b}``) key on their exact rational value, so ``0.5``,
+    ``1/2`` and ``\\frac{1}{2}`` share a key; everything else keys on the normalised string (spacing, ``\\left``,
+    ``\\dfrac``, math delimiters removed). Both are exactly the checker's own fast-path rules, so a shared key never
+    puts together two answers the checker would call different.
+    """
+    norm = _normalize(answer)
+    number = _as_number(norm)
+    if number is not None:
+        value, _exact = number
+        return ("number", value)
+    return ("text", norm)
+
+
+def _wordset(text: str) -> frozenset[str]:
+    from nltk.tokenize import wordpunct_tokenize  # regex based: needs no downloaded nltk data
+
+    return frozenset(token.lower() for token in wordpunct_tokenize(text))
+
+
+def _jaccard(a: frozenset[str], b: frozenset[str]) -> float:
+    union = len(a | b)
+    return len(a & b) / union if union else 0.0
+
+
+def cluster_answers(
+    completions: Sequence[Any],
+    method: str = "math",
+    *,
+    checker: AnswerChecker | None = None,
+    lexical_threshold: float = DEFAULT_LEXICAL_THRESHOLD,
+    answers: Sequence[str | None] | None = None,
+) -> list[int]:
+    """Cluster ids for ``completions`` (strings or chat-message lists), numbered by first appearance.
+
+    Methods:
+
+    - ``"math"`` (default): completions whose final answers (:func:`extract_final_answer`: last ``\\boxed{}``,
+      else "answer is ...", else the last number) are mathematically equivalent share an id, so
+      ``\\boxed{\\frac{1}{2}}``, ``The answer is 0.5`` and ``\\boxed{1/2}`` are one cluster. Answers are read
+      exactly as :func:`sec_trl.rewards.accuracy_reward` reads them, so SE measures disagreement in what training
+      will score (a bare completion ``1/2``, with no box or marker, reads as its last number ``2``; pass
+      ``answers=`` to use another reading). Cost: answers are first grouped by a cheap
+      exact key (the rational value of a plain number, else the normalised string), then each *new* key's
+      answer is compared with the representative (first answer) of each existing cluster by the checker, which
+      decides number/number and string-equal pairs in-process and sends only the rest to math-verify. So at most
+      ``(#distinct keys) x (#clusters)`` math-verify calls happen, never ``N^2`` over completions, and the
+      checker's cache serves repeated pairs. A key joins the *first* cluster whose representative it matches
+      (equivalence judged by math-verify need not be transitive; this makes the result deterministic).
+    - ``"exact"``: the normalised extracted answer strings must be equal (``0.5`` and ``1/2`` differ).
+    - ``"lexical"``: for free-form text. Each completion's whole text becomes a set of lower-cased nltk
+      ``wordpunct_tokenize`` tokens; it joins the existing cluster whose representative (first member) has the
+      highest Jaccard overlap with it, if that overlap is ``>= lexical_threshold`` (default 0.5), ties to the
+      lower id; otherwise it starts a new cluster.
+
+    No answer: a completion with no extractable answer (empty, truncated before any number, "I don't know"; for
+    ``"lexical"``, a text with no tokens) gets its **own singleton cluster**. "No answer" responses do not assert
+    a common answer, and one shared "no answer" cluster would make a model that never finishes (e.g. always cut
+    off at the token limit) look perfectly consistent (SE = 0), ranking the prompt as the easiest when it is
+    among the hardest. Singletons push such prompts to the high-SE end instead. Answers longer than
+    ``MAX_ANSWER_CHARS`` (the checker would score them as equal to nothing) are singletons too.
+
+    Args:
+        completions: the N sampled responses of one prompt.
+        method: ``"math"``, ``"exact"`` or ``"lexical"``.
+        checker: the :class:`AnswerChecker` for ``"math"`` (default: the process-wide one).
+        lexical_threshold: Jaccard threshold in ``(0, 1]`` for ``"lexical"``.
+        answers: already extracted final answers (one per completion, None for none), to skip re-extraction.
+
+    Examples:
+        >>> cluster_answers(["\\\\boxed{2}", "\\\\boxed{3}", "The answer is 2.", "2.0"])
+        [0, 1, 0, 0]
+        >>> cluster_answers(["1/2", "\\\\boxed{0.5}"], method="exact")
+        [0, 1]
+        >>> cluster_answers(["", "I do not know", "I do not know"])  # no answer: each its own cluster
+        [0, 1, 2]
+        >>> cluster_answers(["the cat sat on the mat", "The cat sat on a mat", "dogs bark"], method="lexical")
+        [0, 0, 1]
+    """
+    if method not in CLUSTER_METHODS:
+        raise ValueError(f"unknown cluster method {method!r}; choose one of {list(CLUSTER_METHODS)}")
+    completions = list(completions)
+    if method == "lexical":
+        if not 0.0 < lexical_threshold <= 1.0:
+            raise ValueError(f"lexical_threshold must be in (0, 1], got {lexical_threshold!r}")
+        return _cluster_lexical([completion_text(c) for c in completions], lexical_threshold)
+    if answers is None:
+        answers = final_answers(completions)
+    elif len(answers) != len(completions):
+        raise ValueError(f"got {len(completions)} completions but {len(answers)} answers")
+    if method == "exact":
+        return _cluster_by_key(answers, lambda a: _normalize(a))
+    return _cluster_math(answers, checker if checker is not None else get_default_checker())
+
+
+def _usable(answer: str | None) -> bool:
+    return isinstance(answer, str) and bool(answer.strip()) and len(answer) <= MAX_ANSWER_CHARS
+
+
+def _cluster_by_key(answers: Sequence[str | None], key_of) -> list[int]:
+    ids: list[int] = []
+    key_to_id: dict[Hashable, int] = {}
+    next_id = 0
+    for answer in answers:
+        key = key_of(answer) if _usable(answer) else None
+        if key is None or key == "":  # no answer: a singleton
+            ids.append(next_id)
+            next_id += 1
+            continue
+        if key not in key_to_id:
+            key_to_id[key] = next_id
+            next_id += 1
+        ids.append(key_to_id[key])
+    return ids
+
+
+def _cluster_math(answers: Sequence[str | None], checker: AnswerChecker) -> list[int]:
+    ids: list[int] = []
+    key_to_id: dict[Hashable, int] = {}
+    representatives: list[str | None] = []  # per cluster id: its first answer (None for a no-answer singleton)
+    for answer in answers:
+        if not _usable(answer):
+            ids.append(len(representatives))
+            representatives.append(None)
+            continue
+        key = _math_key(answer)
+        if key == ("text", ""):  # normalises to nothing, e.g. "$ $": no answer
+            ids.append(len(representatives))
+            representatives.append(None)
+            continue
+        cluster = key_to_id.get(key)
+        if cluster is None:
+            for i, rep in enumerate(representatives):
+                # The checker's symmetric comparison of two extracted answers (what `equivalent` does after
+                # extraction): fast path in-process, math-verify in its worker only when that cannot decide.
+                if rep is not None and checker._decide([(rep, answer, True)])[0]:
+                    cluster = i
+                    break
+            if cluster is None:
+                cluster = len(representatives)
+                representatives.append(answer)
+            key_to_id[key] = cluster
+        ids.append(cluster)
+    return ids
+
+
+def _cluster_lexical(texts: Sequence[str], threshold: float) -> list[int]:
+    ids: list[int] = []
+    representatives: list[frozenset[str] | None] = []
+    for text in texts:
+        words = _wordset(text)
+        best, best_overlap = None, -1.0
+        if words:
+            for i, rep in enumerate(representatives):
+                if rep is None:
+                    continue
+                overlap = _jaccard(words, rep)
+                if overlap >= threshold and overlap > best_overlap:
+                    best, best_overlap = i, overlap
+        if best is None:
+            best = len(representatives)
+            representatives.append(words or None)
+        ids.append(best)
+    return ids
