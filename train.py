@@ -139,7 +139,11 @@ def main(script_args: SENTScriptArguments, training_args, model_args) -> None:
 
     from sec_trl import SETGRPOTrainer
 
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    # INFO on the main process only: under accelerate launch every rank runs this script
+    is_main = os.environ.get("RANK", "0") == "0"
+    logging.basicConfig(
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO if is_main else logging.WARNING
+    )
 
     # 1. data and rewards: validated before any model is loaded
     train_dataset, dataset_shown = load_data(script_args)
