@@ -161,7 +161,10 @@ def main(script_args: SENTScriptArguments, training_args, model_args) -> None:
     }
     logger.info("model: %s; token_regularizer=%s", model_shown, training_args.token_regularizer)
 
-    # 3. trainer
+    # 3. trainer. The Hub push happens once, at the end, from the main process (step 5): Trainer's own push would
+    # create the repo before training (failing offline before any work is done) and push TRL's card.
+    push = training_args.push_to_hub
+    training_args.push_to_hub = False
     trainer = SETGRPOTrainer(
         model=model_path,
         reward_funcs=reward_funcs,
@@ -169,6 +172,7 @@ def main(script_args: SENTScriptArguments, training_args, model_args) -> None:
         train_dataset=train_dataset,
         peft_config=get_peft_config(model_args),
     )
+    trainer.model_card_info = {"base_model": model_shown, "dataset_name": dataset_shown}
 
     # 4. train (resumable), save
     resume = training_args.resume_from_checkpoint
@@ -176,13 +180,41 @@ def main(script_args: SENTScriptArguments, training_args, model_args) -> None:
         resume = True  # the latest checkpoint in output_dir
     trainer.train(resume_from_checkpoint=resume)
     trainer.save_model(training_args.output_dir)
+    trainer.create_model_card()  # output_dir/README.md + assets/, main process only
     trainer.accelerator.print(format_log_table(trainer.state.log_history))
-    trainer.accelerator.print(f"Model saved to {training_args.output_dir}")
+    trainer.accelerator.print(f"Model and model card saved to {training_args.output_dir}")
 
-    # 5. push
-    if training_args.push_to_hub:
-        trainer.push_to_hub(dataset_name=dataset_shown)
+    # 5. push: everything is on disk already, so a failed push loses nothing
+    trainer.accelerator.wait_for_everyone()
+    pushed = not push or not trainer.accelerator.is_main_process or push_output_dir(training_args)
     trainer.accelerator.end_training()
+    if not pushed:
+        sys.exit(1)
+
+
+def push_output_dir(training_args) -> bool:
+    """Upload the final model and card (not checkpoints, not training_args.bin, which holds local paths)."""
+    from huggingface_hub import HfApi
+
+    from sec_trl.model_card import push_failure_message
+
+    name = Path(training_args.output_dir).name
+    try:
+        api = HfApi(token=training_args.hub_token)
+        repo_id = api.create_repo(
+            training_args.hub_model_id or name, private=bool(training_args.hub_private_repo), exist_ok=True
+        ).repo_id
+        api.upload_folder(
+            repo_id=repo_id,
+            folder_path=training_args.output_dir,
+            ignore_patterns=["checkpoint-*", "training_args.bin", "_*"],
+            commit_message="End of training (sec_trl)",
+        )
+        print(f"Pushed to https://huggingface.co/{repo_id}")
+        return True
+    except Exception as exc:  # offline, no token, no permission: say so, the local copy is complete
+        print(push_failure_message(exc, name, repo_id=training_args.hub_model_id), file=sys.stderr)
+        return False
 
 
 def make_parser():

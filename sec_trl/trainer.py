@@ -46,6 +46,7 @@ class SETGRPOTrainer(GRPOTrainer):
       configuration makes the KL term inert (fully on-policy updates).
     - `_get_train_sampler`: with `args.curriculum`, a [`CurriculumSampler`] (low to high semantic entropy, in
       stages, same order on every process, same contract as TRL's `RepeatSampler`) instead of `RepeatSampler`.
+    - `create_model_card`: the SENT card from `model_cards/` (settings, curves, citation, no local paths).
     - `_generate_and_score_completions` / `_calculate_rewards`: call TRL's, then log the curriculum position and
       the online semantic entropy of the GRPO groups.
 
@@ -92,6 +93,26 @@ class SETGRPOTrainer(GRPOTrainer):
             )
             if self.accelerator.is_main_process:
                 warnings.warn(message, UserWarning, stacklevel=2)
+
+    def create_model_card(self, model_name=None, dataset_name=None, tags=None, **kwargs):
+        """The SENT card rendered from `model_cards/` (never TRL's generic one): `push_to_hub` and checkpoint saves
+        call this. `self.model_card_info` (set by train.py) supplies display names that hide local paths."""
+        if not self.is_world_process_zero():
+            return
+        from .model_card import render_model_card
+
+        info = {**getattr(self, "model_card_info", {}), **kwargs}
+        render_model_card(
+            output_dir=self.args.output_dir,
+            args=self.args,
+            log_history=self.state.log_history,
+            base_model=info.get("base_model") or get_config_model_id(self.model.config),
+            dataset_name=dataset_name or info.get("dataset_name"),
+            hub_model_id=self.args.hub_model_id,
+            se_histogram=info.get("se_histogram"),
+            license=info.get("license"),
+            tags=[tags] if isinstance(tags, str) else tags,
+        )
 
     def _get_train_sampler(self, dataset=None):
         if not self.args.curriculum:

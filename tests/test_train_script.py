@@ -70,6 +70,33 @@ def test_train_script_with_recipe_and_custom_columns(tiny_model_dir, tmp_path):
     # the per-step table is printed and shows the SENT metric; the local model path is not logged
     assert "sent/high_cov_abs_log_ratio" in result.stdout
     assert str(tiny_model_dir) not in result.stdout + result.stderr
+    # the SENT model card, rendered from this run, with its curve images, without local paths
+    card = (out / "README.md").read_text()
+    assert "2512.04359" in card and "token_regularizer" in card
+    assert (out / "assets" / "entropy.png").read_bytes().startswith(b"\x89PNG")
+    assert str(tmp_path) not in card and str(tiny_model_dir) not in card
+
+
+def test_push_without_network_fails_clearly_after_saving(tiny_model_dir, tmp_path):
+    data = _write_jsonl(
+        tmp_path / "train.jsonl", [{"prompt": f"What is {i} + 2?", "answer": str(i + 2)} for i in range(4)]
+    )
+    out = tmp_path / "pushed"
+    args = [
+        "--model_name_or_path",
+        tiny_model_dir,
+        "--dataset_name",
+        data,
+        "--max_steps",
+        "1",
+        "--output_dir",
+        str(out),
+    ]
+    result = _run([*args, *COMMON, "--push_to_hub", "true", "--hub_model_id", "someone/sent-test"], tmp_path)
+    assert result.returncode == 1
+    assert "someone/sent-test" in result.stderr and "pushed" in result.stderr  # the repo and the local dir's name
+    assert str(out) not in result.stderr  # never the full local path
+    assert (out / "model.safetensors").exists() and (out / "README.md").exists()  # nothing lost
 
 
 def test_missing_answer_column_fails_before_the_model_loads(tmp_path):
