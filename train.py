@@ -63,6 +63,17 @@ class SENTScriptArguments:
     arithmetic_num_train: int = field(default=512, metadata={"help": "Generated arithmetic: training prompts."})
     arithmetic_num_test: int = field(default=128, metadata={"help": "Generated arithmetic: held-out prompts."})
     arithmetic_seed: int = field(default=0, metadata={"help": "Generated arithmetic: seed."})
+    se_ranking_dir: str | None = field(
+        default=None,
+        metadata={
+            "help": "With --curriculum and no semantic_entropy column: where the ranking and its resumable cache go "
+            "(default: <output_dir>/se_ranking). Rank once elsewhere with `python -m sec_trl.rank` to skip this."
+        },
+    )
+    se_num_samples: int = field(default=8, metadata={"help": "Ranking: sampled responses per prompt (>= 2)."})
+    se_max_new_tokens: int | None = field(
+        default=None, metadata={"help": "Ranking: tokens per sampled response (default: max_completion_length)."}
+    )
 
 
 def build_reward_funcs(script_args: SENTScriptArguments) -> list:
@@ -161,6 +172,23 @@ def main(script_args: SENTScriptArguments, training_args, model_args) -> None:
     }
     logger.info("model: %s; token_regularizer=%s", model_shown, training_args.token_regularizer)
 
+    # 2b. the semantic-entropy ranking the curriculum needs (cached and resumable; skipped if the column exists)
+    se_histogram = None
+    if training_args.curriculum and training_args.curriculum_se_column not in train_dataset.column_names:
+        from sec_trl.rank import HISTOGRAM_FILENAME, ensure_ranked
+
+        ranking_dir = script_args.se_ranking_dir or os.path.join(training_args.output_dir, "se_ranking")
+        train_dataset = ensure_ranked(
+            train_dataset,
+            model_path,
+            ranking_dir,
+            num_samples=script_args.se_num_samples,
+            max_new_tokens=script_args.se_max_new_tokens or training_args.max_completion_length,
+            seed=training_args.seed,
+            trust_remote_code=training_args.trust_remote_code,
+        )
+        se_histogram = os.path.join(ranking_dir, HISTOGRAM_FILENAME)
+
     # 3. trainer. The Hub push happens once, at the end, from the main process (step 5): Trainer's own push would
     # create the repo before training (failing offline before any work is done) and push TRL's card.
     push = training_args.push_to_hub
@@ -172,7 +200,7 @@ def main(script_args: SENTScriptArguments, training_args, model_args) -> None:
         train_dataset=train_dataset,
         peft_config=get_peft_config(model_args),
     )
-    trainer.model_card_info = {"base_model": model_shown, "dataset_name": dataset_shown}
+    trainer.model_card_info = {"base_model": model_shown, "dataset_name": dataset_shown, "se_histogram": se_histogram}
 
     # 4. train (resumable), save
     resume = training_args.resume_from_checkpoint

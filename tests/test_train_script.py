@@ -181,3 +181,40 @@ def test_lora_run_saves_an_adapter_that_reloads(tiny_model_dir, tmp_path):
     ids = torch.tensor([[1, 2, 3, 4]])
     with torch.no_grad():
         assert not torch.allclose(model(ids).logits, base(ids).logits), "the trained adapter changes nothing"
+
+
+def test_curriculum_ranks_an_unranked_dataset_first_then_reuses_the_cache(tiny_model_dir, tmp_path):
+    data = _write_jsonl(
+        tmp_path / "train.jsonl", [{"prompt": f"What is {i} + 3?", "answer": str(i + 3)} for i in range(8)]
+    )
+    out = tmp_path / "curriculum"
+    args = [
+        "--model_name_or_path",
+        tiny_model_dir,
+        "--dataset_name",
+        data,
+        "--curriculum",
+        "true",
+        "--num_train_epochs",
+        "1",
+        "--se_num_samples",
+        "2",
+        "--se_max_new_tokens",
+        "4",
+        "--max_steps",
+        "2",
+        "--output_dir",
+        str(out),
+        *COMMON,
+    ]
+    result = _run(args, tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (out / "se_ranking" / "ranking_meta.json").exists()
+    assert json.loads((out / "se_ranking" / "ranking_meta.json").read_text())["counts"]["num_prompts_generated"] == 8
+    assert (out / "assets" / "se_histogram.png").exists()  # the card shows the dataset's SE histogram
+    assert "se_histogram.png" in (out / "README.md").read_text()
+    # a second run is served from the ranking cache: nothing is generated for ranking
+    again = _run(args, tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    meta = json.loads((out / "se_ranking" / "ranking_meta.json").read_text())
+    assert meta["counts"]["num_prompts_generated"] == 0 and meta["counts"]["num_prompts_from_cache"] == 8, meta

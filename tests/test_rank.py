@@ -1,0 +1,413 @@
+"""Semantic-entropy ranking end to end (tiny models, ~8 prompts): output, cache/resume, invalidation, 2 processes."""
+
+import importlib.util
+import json
+import logging
+import math
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from datasets import Dataset
+
+from sec_trl import rank
+from sec_trl.data import make_arithmetic_splits
+from sec_trl.rank import RankingIncomplete, RankingParams, ensure_ranked, rank_dataset, read_ranking_meta
+from sec_trl.semantic_entropy import discrete_semantic_entropy, weighted_semantic_entropy
+
+
+ROOT = Path(__file__).resolve().parents[1]
+NUM_PROMPTS = 8
+# 3 shards (3, 3, 2 prompts), 2 prompts per generate call
+FAST = {"num_samples": 3, "max_new_tokens": 4, "shard_size": 3, "prompts_per_batch": 2}
+
+
+class Crash(Exception):
+    pass
+
+
+def _dataset(n=NUM_PROMPTS):
+    """The first n prompts of the CLI's default dataset (the generated arithmetic train split)."""
+    return make_arithmetic_splits(512, 128)["train"].select(range(n))
+
+
+def _biased_model(tokenizer_dir, path, boosts, seed=0):
+    """A 2-layer Llama (hidden 16) whose next-token distribution is (nearly) fixed: logit 4 * boosts[token] for the
+    boosted tokens, -8 for every other token, whatever the context.
+
+    Every embedding has a large constant first coordinate and the untied LM head reads only that coordinate, so
+    the small random layers barely move the logits.
+    """
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=512,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=False,
+    )
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(config)
+    with torch.no_grad():
+        model.model.embed_tokens.weight[:, 0] = 8.0
+        model.lm_head.weight.zero_()
+        model.lm_head.weight[:, 0] = -2.0
+        for token, weight in boosts.items():
+            model.lm_head.weight[tokenizer.convert_tokens_to_ids(token), 0] = weight
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def digit_model_dir(tiny_model_dir, tmp_path_factory):
+    """Answers with one digit: '7' about half the time, another digit or EOS otherwise."""
+    boosts = {str(d): 1.0 for d in range(10)} | {"7": 1.6, "<|im_end|>": 1.1}
+    return _biased_model(tiny_model_dir, tmp_path_factory.mktemp("digit-model"), boosts)
+
+
+@pytest.fixture(scope="module")
+def eos_model_dir(tiny_model_dir, tmp_path_factory):
+    """Always ends at once: every completion is empty."""
+    return _biased_model(tiny_model_dir, tmp_path_factory.mktemp("eos-model"), {"<|im_end|>": 5.0})
+
+
+@pytest.fixture(scope="module")
+def reference_run(tiny_model_dir, tmp_path_factory):
+    """One uninterrupted 1-process run of the tiny model (the reference the other runs must reproduce)."""
+    out = tmp_path_factory.mktemp("reference")
+    ranked = rank_dataset(_dataset(), tiny_model_dir, out, show_progress=False, **FAST)
+    return out, ranked
+
+
+def _rows(ds):
+    return ds.to_dict()
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Output
+# ------------------------------------------------------------------------------------------------------------------
+
+
+def _check_ranked(ranked, source, num_samples):
+    n = len(source)
+    assert len(ranked) == n
+    for column in ("semantic_entropy", "num_clusters", "sample_accuracy", "se_rank", "se_estimator"):
+        assert column in ranked.column_names
+    assert set(source.column_names) <= set(ranked.column_names)
+    se = ranked["semantic_entropy"]
+    assert all(0.0 <= x <= math.log(num_samples) + 1e-12 for x in se)
+    # sorted ascending, ties in input order; se_rank is the position
+    keys = list(zip(se, ranked["se_source_index"], strict=True))
+    assert keys == sorted(keys)
+    assert ranked["se_rank"] == list(range(n))
+    assert sorted(ranked["se_source_index"]) == list(range(n))
+    # every row still carries its own prompt and answer
+    for row in ranked:
+        original = source[row["se_source_index"]]
+        assert row["prompt"] == original["prompt"] and row["answer"] == original["answer"]
+        assert len(row["se_cluster_ids"]) == len(row["se_sample_answers"]) == num_samples
+        assert row["num_clusters"] == len(set(row["se_cluster_ids"]))
+        assert 0.0 <= row["sample_accuracy"] <= 1.0
+
+
+def test_end_to_end_digit_model(digit_model_dir, tmp_path):
+    source = _dataset()
+    ranked = rank_dataset(
+        source, digit_model_dir, tmp_path, num_samples=4, max_new_tokens=1, shard_size=3, show_progress=False
+    )
+    _check_ranked(ranked, source, 4)
+    # the SE really is the discrete SE of the recorded clusters, and answers are digits (or none, after EOS)
+    for row in ranked:
+        assert row["semantic_entropy"] == discrete_semantic_entropy(row["se_cluster_ids"])
+        assert all(a is None or a.isdigit() for a in row["se_sample_answers"])
+        correct = sum(a == row["answer"] for a in row["se_sample_answers"])
+        assert row["sample_accuracy"] == correct / 4
+    assert len(set(ranked["semantic_entropy"])) > 1, "a peaked model should give prompts different SEs"
+    assert (tmp_path / "se_histogram.png").stat().st_size > 1000
+    meta = read_ranking_meta(tmp_path)
+    assert meta["complete"] and meta["counts"]["num_prompts"] == NUM_PROMPTS
+    assert meta["counts"]["num_prompts_generated"] == NUM_PROMPTS
+    assert 0.0 < meta["timing"]["fraction_outside_generation"] < 1.0
+    assert meta["semantic_entropy"]["max"] == max(ranked["semantic_entropy"])
+    # what is on disk is what was returned
+    from datasets import load_from_disk
+
+    assert _rows(load_from_disk(str(tmp_path))) == _rows(ranked)
+
+
+def test_weighted_estimator(digit_model_dir, tmp_path):
+    ranked = rank_dataset(
+        _dataset(4), digit_model_dir, tmp_path, estimator="weighted", num_samples=4, max_new_tokens=2,
+        show_progress=False,
+    )  # fmt: skip
+    for row in ranked:
+        assert row["se_estimator"] == "weighted"
+        assert all(math.isfinite(x) and x < 0 for x in row["se_sample_logliks"])
+        assert row["semantic_entropy"] == pytest.approx(
+            weighted_semantic_entropy(row["se_cluster_ids"], row["se_sample_logliks"]), abs=1e-12
+        )
+
+
+def test_empty_completions_have_no_answer(eos_model_dir, tmp_path):
+    ranked = rank_dataset(_dataset(4), eos_model_dir, tmp_path, num_samples=4, max_new_tokens=3, show_progress=False)
+    for row in ranked:
+        # the documented no-answer rule: every empty completion is its own cluster
+        assert row["se_sample_answers"] == [None] * 4
+        assert row["se_cluster_ids"] == [0, 1, 2, 3]
+        assert row["semantic_entropy"] == pytest.approx(math.log(4))
+        assert row["sample_accuracy"] == 0.0
+    counts = read_ranking_meta(tmp_path)["counts"]
+    assert counts["no_answer_fraction"] == 1.0 and counts["truncated_fraction"] == 0.0
+    assert counts["mean_completion_tokens"] == 1.0  # just the EOS
+
+
+def test_recorded_logliks_match_a_forward_pass(tiny_model_dir):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    params = RankingParams(num_samples=2, max_new_tokens=5)
+    sampler = rank._TransformersSampler(tiny_model_dir, params, torch.device("cpu"))
+    prompts = _dataset(3)["prompt"]
+    sampler.begin_shard(123, 0)
+    samples = sampler.sample(prompts)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
+    for prompt, prompt_samples in zip(prompts, samples, strict=True):
+        prompt_ids = rank._prompt_token_ids(sampler.tokenizer, prompt)
+        for sample in prompt_samples:
+            assert len(sample.token_ids) == sample.num_tokens
+            assert sample.text == sampler.tokenizer.decode(
+                [t for t in sample.token_ids if t not in sampler.eos], skip_special_tokens=True
+            )
+            ids = torch.tensor([prompt_ids + sample.token_ids])
+            with torch.no_grad():
+                logprobs = torch.log_softmax(model(ids).logits[0, :-1].float(), dim=-1)
+            targets = ids[0, 1:]
+            expected = logprobs.gather(1, targets[:, None]).squeeze(1)[len(prompt_ids) - 1 :].sum()
+            # the padded rows (prompts of different lengths share a batch) must score like unpadded ones
+            assert sample.loglik == pytest.approx(float(expected), abs=1e-3)
+
+
+def test_no_answer_column(tiny_model_dir, tmp_path):
+    source = _dataset(4).remove_columns("answer")
+    ranked = rank_dataset(source, tiny_model_dir, tmp_path, answer_column=None, show_progress=False, **FAST)
+    assert ranked["sample_accuracy"] == [None] * 4
+    assert "answer" not in ranked.column_names
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Cache, resume, invalidation
+# ------------------------------------------------------------------------------------------------------------------
+
+
+def test_crash_then_resume_generates_only_unfinished_shards(tiny_model_dir, tmp_path, reference_run):
+    def crash_after_first_shard(shard, info):
+        raise Crash(f"simulated crash after shard {shard}")
+
+    with pytest.raises(Crash):
+        rank_dataset(
+            _dataset(), tiny_model_dir, tmp_path, shard_callback=crash_after_first_shard, show_progress=False, **FAST
+        )
+    assert sorted(p.name for p in (tmp_path / "shards").glob("shard-*.json")) == ["shard-000000.json"]
+    assert read_ranking_meta(tmp_path) is None
+
+    resumed = rank_dataset(_dataset(), tiny_model_dir, tmp_path, show_progress=False, **FAST)
+    counts = read_ranking_meta(tmp_path)["counts"]
+    assert counts["num_prompts_generated"] == NUM_PROMPTS - FAST["shard_size"]
+    assert counts["num_shards_from_cache"] == 1
+    # the resumed result is the uninterrupted one
+    assert _rows(resumed) == _rows(reference_run[1])
+
+
+def test_max_shards_stops_and_resumes(tiny_model_dir, tmp_path, reference_run):
+    with pytest.raises(RankingIncomplete, match="Re-run"):
+        rank_dataset(_dataset(), tiny_model_dir, tmp_path, max_shards=2, show_progress=False, **FAST)
+    assert len(list((tmp_path / "shards").glob("shard-*.json"))) == 2
+    # max_shards is not part of the fingerprint: the finished shards are reused
+    resumed = rank_dataset(_dataset(), tiny_model_dir, tmp_path, max_shards=5, show_progress=False, **FAST)
+    assert read_ranking_meta(tmp_path)["counts"]["num_prompts_generated"] == 2
+    assert _rows(resumed) == _rows(reference_run[1])
+
+
+def test_cached_rerun_generates_nothing(tiny_model_dir, tmp_path, reference_run, monkeypatch):
+    out = tmp_path / "out"
+    shutil.copytree(reference_run[0], out)
+
+    class NoModel:
+        def __init__(self, *args, **kwargs):
+            raise AssertionError("a fully cached run must not load the model")
+
+    monkeypatch.setattr(rank, "_TransformersSampler", NoModel)
+    again = rank_dataset(_dataset(), tiny_model_dir, out, show_progress=False, **FAST)
+    meta = read_ranking_meta(out)
+    assert meta["counts"]["num_prompts_generated"] == 0
+    assert meta["counts"]["num_shards_from_cache"] == 3
+    assert _rows(again) == _rows(reference_run[1])
+    # ensure_ranked: a ranked dataset comes back untouched; an unranked one is served from the same cache
+    assert ensure_ranked(again, tiny_model_dir, out) is again
+    assert _rows(ensure_ranked(_dataset(), tiny_model_dir, out, show_progress=False, **FAST)) == _rows(again)
+
+
+@pytest.mark.parametrize(
+    "change",
+    ["temperature", "num_samples", "cluster_method", "dataset", "model_weights"],
+)
+def test_changes_invalidate_the_cache(change, tiny_model_dir, tmp_path, reference_run, caplog):
+    out = tmp_path / "out"
+    shutil.copytree(reference_run[0], out)
+    model_dir, dataset, params = tiny_model_dir, _dataset(), dict(FAST)
+    if change == "model_weights":  # a fresh cache for a copy of the model, whose weights then "change"
+        model_dir = tmp_path / "model"
+        shutil.copytree(tiny_model_dir, model_dir)
+        shutil.rmtree(out)
+        rank_dataset(dataset, model_dir, out, show_progress=False, **params)
+        assert read_ranking_meta(out)["counts"]["num_prompts_generated"] == NUM_PROMPTS
+        os.utime(model_dir / "model.safetensors", ns=(1, 1))  # same size, new modification time
+    elif change == "temperature":
+        params["temperature"] = 0.7
+    elif change == "num_samples":
+        params["num_samples"] = 2
+    elif change == "cluster_method":
+        params["cluster_method"] = "exact"
+    elif change == "dataset":
+        dataset = dataset.map(lambda row: {"answer": row["answer"] + "0"})
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="sec_trl.rank"):
+        rank_dataset(dataset, model_dir, out, show_progress=False, **params)
+    assert "was computed with different inputs" in caplog.text
+    assert read_ranking_meta(out)["counts"]["num_prompts_generated"] == NUM_PROMPTS
+    assert len(list((out / "shards.previous").glob("shard-*.json"))) == 3
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Bad input
+# ------------------------------------------------------------------------------------------------------------------
+
+
+def test_bad_parameters_name_the_flag(tiny_model_dir, tmp_path):
+    with pytest.raises(ValueError, match="--num_samples must be an integer >= 2"):
+        rank_dataset(_dataset(), tiny_model_dir, tmp_path, num_samples=1)
+    with pytest.raises(ValueError, match="--temperature"):
+        RankingParams(temperature=0.0)
+    with pytest.raises(ValueError, match="--estimator"):
+        RankingParams(estimator="entropy")
+    with pytest.raises(ValueError, match="--cluster_method"):
+        RankingParams(cluster_method="semantic")
+    with pytest.raises(TypeError):
+        rank_dataset(_dataset(), tiny_model_dir, tmp_path, num_sample=4)
+    with pytest.raises(ValueError, match="--num_samples"):
+        rank.main(["--output", str(tmp_path), "--num_samples", "1"])
+
+
+def test_missing_columns_name_the_flag(tiny_model_dir, tmp_path):
+    ds = Dataset.from_dict({"question": ["What is 1 + 1?"], "solution": ["2"]})
+    with pytest.raises(ValueError, match="--dataset_prompt_column"):
+        rank_dataset(ds, tiny_model_dir, tmp_path, **FAST)
+    with pytest.raises(ValueError, match="--dataset_answer_column"):
+        rank_dataset(ds, tiny_model_dir, tmp_path, prompt_column="question", **FAST)
+    with pytest.raises(ValueError, match="--dataset_prompt_column"):
+        rank_dataset(ds, tiny_model_dir, tmp_path, answer_column=None, **FAST)
+
+
+def test_nan_logliks_fall_back_to_discrete(caplog):
+    params = RankingParams(estimator="weighted", num_samples=3)
+    samples = [rank._Sample("\\boxed{2}", -1.0, 3, False), rank._Sample("\\boxed{2}", math.nan, 3, False)]
+    samples.append(rank._Sample("\\boxed{5}", -2.0, 3, False))
+    from sec_trl.answer_checking import get_default_checker
+
+    with caplog.at_level(logging.WARNING, logger="sec_trl.rank"):
+        row = rank._score_prompt(7, samples, "2", params, get_default_checker())
+    assert "Prompt 7" in caplog.text and "discrete_fallback" in caplog.text
+    assert row["estimator"] == "discrete_fallback"
+    assert row["semantic_entropy"] == discrete_semantic_entropy([0, 0, 1])
+    assert row["logliks"] == [-1.0, None, -2.0]
+    assert row["sample_accuracy"] == pytest.approx(2 / 3)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="vllm is installed")
+def test_use_vllm_without_vllm_is_a_clear_error(tiny_model_dir, tmp_path):
+    with pytest.raises(ImportError, match="pip install vllm"):
+        rank_dataset(_dataset(), tiny_model_dir, tmp_path, use_vllm=True, **FAST)
+
+
+def test_help_lists_every_flag(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        rank.main(["--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    for flag in (
+        "--model",
+        "--dataset",
+        "--output",
+        "--dataset_prompt_column",
+        "--dataset_answer_column",
+        "--num_samples",
+        "--temperature",
+        "--top_p",
+        "--max_new_tokens",
+        "--prompts_per_batch",
+        "--shard_size",
+        "--seed",
+        "--cluster_method",
+        "--estimator",
+        "--use_vllm",
+        "--trust_remote_code",
+        "--max_shards",
+    ):
+        assert flag in text, flag
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Two processes
+# ------------------------------------------------------------------------------------------------------------------
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_processes_give_the_one_process_dataset(tiny_model_dir, tmp_path, reference_run):
+    """`accelerate launch --multi_gpu --num_processes 2` (torchrun; gloo on this CPU-only machine).
+
+    (`accelerate launch --cpu --num_processes 2` would start a single process: accelerate's simple launcher only
+    fans out through mpirun.)
+    """
+    from datasets import load_from_disk
+
+    out = tmp_path / "two"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
+    env.pop("ACCELERATE_USE_CPU", None)
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"]
+    command += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+    command += ["--main_process_port", str(_free_port()), "-m", "sec_trl.rank", "--model", tiny_model_dir]
+    command += ["--output", str(out), "--num_prompts", str(NUM_PROMPTS)]
+    for key, value in FAST.items():
+        command += [f"--{key}", str(value)]
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
+    meta = json.loads((out / "ranking_meta.json").read_text())
+    assert meta["num_processes"] == 2
+    assert len(meta["timing"]["generation_seconds_per_process"]) == 2
+    assert {json.loads(p.read_text())["process"] for p in (out / "shards").glob("shard-*.json")} == {0, 1}
+    two, one = _rows(load_from_disk(str(out))), _rows(reference_run[1])
+    # Same samples, clusters, SE, order. The log-likelihoods may differ in the last digits: the processes run with
+    # one thread each (OMP_NUM_THREADS=1, torchrun's default), this process with more, and float sums depend on it.
+    two_logliks, one_logliks = two.pop("se_sample_logliks"), one.pop("se_sample_logliks")
+    assert two == one
+    for a, b in zip(two_logliks, one_logliks, strict=True):
+        assert a == pytest.approx(b, rel=1e-6)
