@@ -131,7 +131,13 @@ def resolve_model(model_args) -> tuple[str, str]:
     return model_args.model_name_or_path, shown
 
 
-SUMMARY_COLUMNS = ("reward", "entropy", "sent/high_cov_abs_log_ratio", "kl_cov/high_cov_abs_log_ratio")
+SUMMARY_COLUMNS = (
+    "reward",
+    "entropy",
+    "semantic_entropy/mean",
+    "sent/high_cov_abs_log_ratio",
+    "kl_cov/high_cov_abs_log_ratio",
+)
 
 
 def format_log_table(log_history: list[dict]) -> str:
