@@ -70,6 +70,10 @@ class SENTScriptArguments:
             "(default: <output_dir>/se_ranking). Rank once elsewhere with `python -m sec_trl.rank` to skip this."
         },
     )
+    save_merged: bool = field(
+        default=False,
+        metadata={"help": "With --use_peft: also save the LoRA-merged full model to <output_dir>/merged."},
+    )
     se_num_samples: int = field(default=8, metadata={"help": "Ranking: sampled responses per prompt (>= 2)."})
     se_max_new_tokens: int | None = field(
         default=None, metadata={"help": "Ranking: tokens per sampled response (default: max_completion_length)."}
@@ -215,6 +219,8 @@ def main(script_args: SENTScriptArguments, training_args, model_args) -> None:
     trainer.train(resume_from_checkpoint=resume)
     trainer.save_model(training_args.output_dir)
     trainer.create_model_card()  # output_dir/README.md + assets/, main process only
+    if script_args.save_merged and model_args.use_peft:
+        save_merged_model(trainer, os.path.join(training_args.output_dir, "merged"))
     trainer.accelerator.print(format_log_table(trainer.state.log_history))
     trainer.accelerator.print(f"Model and model card saved to {training_args.output_dir}")
 
@@ -224,6 +230,15 @@ def main(script_args: SENTScriptArguments, training_args, model_args) -> None:
     trainer.accelerator.end_training()
     if not pushed:
         sys.exit(1)
+
+
+def save_merged_model(trainer, path: str) -> None:
+    """The adapter merged into the base weights, loadable with plain transformers (the adapter stays saved too)."""
+    trainer.accelerator.wait_for_everyone()
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    if trainer.accelerator.is_main_process:
+        model.merge_and_unload().save_pretrained(path)
+        trainer.processing_class.save_pretrained(path)
 
 
 def push_output_dir(training_args) -> bool:

@@ -163,6 +163,8 @@ def test_lora_run_saves_an_adapter_that_reloads(tiny_model_dir, tmp_path):
             "2",
             "--learning_rate",
             "1e-2",
+            "--save_merged",
+            "true",
             "--output_dir",
             str(out),
             *COMMON,
@@ -179,8 +181,10 @@ def test_lora_run_saves_an_adapter_that_reloads(tiny_model_dir, tmp_path):
     model = AutoPeftModelForCausalLM.from_pretrained(str(out))
     base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
     ids = torch.tensor([[1, 2, 3, 4]])
+    merged = AutoModelForCausalLM.from_pretrained(str(out / "merged"))  # plain transformers, no peft
     with torch.no_grad():
         assert not torch.allclose(model(ids).logits, base(ids).logits), "the trained adapter changes nothing"
+        torch.testing.assert_close(merged(ids).logits, model(ids).logits, atol=1e-5, rtol=1e-4)
 
 
 def test_curriculum_ranks_an_unranked_dataset_first_then_reuses_the_cache(tiny_model_dir, tmp_path):
