@@ -199,8 +199,9 @@ def main(script_args: SENTScriptArguments, training_args, model_args) -> None:
         )
         se_histogram = os.path.join(ranking_dir, HISTOGRAM_FILENAME)
 
-    # 3. trainer. The Hub push happens once, at the end, from the main process (step 5): Trainer's own push would
-    # create the repo before training (failing offline before any work is done) and push TRL's card.
+    # 3. trainer. Pushes come from sec_trl.hub, from the main process, after each save (hub_strategy) and at the
+    # end (step 5): Trainer's own push would create the repo before training (failing offline before any work is
+    # done), push TRL's generic card and upload training_args.bin (local paths).
     push = training_args.push_to_hub
     training_args.push_to_hub = False
     trainer = SETGRPOTrainer(
@@ -210,6 +211,10 @@ def main(script_args: SENTScriptArguments, training_args, model_args) -> None:
         train_dataset=train_dataset,
         peft_config=get_peft_config(model_args),
     )
+    if push:
+        from sec_trl.hub import HubStrategyCallback
+
+        trainer.add_callback(HubStrategyCallback())
     trainer.model_card_info = {"base_model": model_shown, "dataset_name": dataset_shown, "se_histogram": se_histogram}
 
     # 4. train (resumable), save
@@ -226,6 +231,8 @@ def main(script_args: SENTScriptArguments, training_args, model_args) -> None:
 
     # 5. push: everything is on disk already, so a failed push loses nothing
     trainer.accelerator.wait_for_everyone()
+    from sec_trl.hub import push_output_dir
+
     pushed = not push or not trainer.accelerator.is_main_process or push_output_dir(training_args)
     trainer.accelerator.end_training()
     if not pushed:
@@ -239,31 +246,6 @@ def save_merged_model(trainer, path: str) -> None:
     if trainer.accelerator.is_main_process:
         model.merge_and_unload().save_pretrained(path)
         trainer.processing_class.save_pretrained(path)
-
-
-def push_output_dir(training_args) -> bool:
-    """Upload the final model and card (not checkpoints, not training_args.bin, which holds local paths)."""
-    from huggingface_hub import HfApi
-
-    from sec_trl.model_card import push_failure_message
-
-    name = Path(training_args.output_dir).name
-    try:
-        api = HfApi(token=training_args.hub_token)
-        repo_id = api.create_repo(
-            training_args.hub_model_id or name, private=bool(training_args.hub_private_repo), exist_ok=True
-        ).repo_id
-        api.upload_folder(
-            repo_id=repo_id,
-            folder_path=training_args.output_dir,
-            ignore_patterns=["checkpoint-*", "training_args.bin", "_*"],
-            commit_message="End of training (sec_trl)",
-        )
-        print(f"Pushed to https://huggingface.co/{repo_id}")
-        return True
-    except Exception as exc:  # offline, no token, no permission: say so, the local copy is complete
-        print(push_failure_message(exc, name, repo_id=training_args.hub_model_id), file=sys.stderr)
-        return False
 
 
 def make_parser():

@@ -88,12 +88,16 @@ def test_push_without_network_fails_clearly_after_saving(tiny_model_dir, tmp_pat
         "--dataset_name",
         data,
         "--max_steps",
-        "1",
+        "2",
         "--output_dir",
         str(out),
     ]
-    result = _run([*args, *COMMON, "--push_to_hub", "true", "--hub_model_id", "someone/sent-test"], tmp_path)
+    push = ["--push_to_hub", "true", "--hub_model_id", "someone/sent-test", "--hub_strategy", "checkpoint"]
+    # checkpoints every step: the hub_strategy push fails at the first, is reported once, and training goes on
+    result = _run([*args, *COMMON, *push, "--save_strategy", "steps", "--save_steps", "1"], tmp_path)
     assert result.returncode == 1
+    assert result.stderr.count("Pushing to the Hub failed") == 2  # once for the checkpoints, once at the end
+    assert (out / "checkpoint-1").is_dir() and (out / "checkpoint-2").is_dir()
     assert "someone/sent-test" in result.stderr and "pushed" in result.stderr  # the repo and the local dir's name
     assert str(out) not in result.stderr  # never the full local path
     assert (out / "model.safetensors").exists() and (out / "README.md").exists()  # nothing lost
