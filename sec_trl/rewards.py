@@ -31,7 +31,7 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from sec_trl.answer_checking import AnswerChecker, get_default_checker
+from sec_trl.answer_checking import AnswerChecker, _match_braces, get_default_checker
 
 
 logger = logging.getLogger(__name__)
@@ -180,31 +180,12 @@ class _AccuracyReward:
 _BOXED_START_RE = re.compile(r"\\boxed\s*\{")
 
 
-def _closing_brace(text: str, open_index: int) -> int | None:
-    """Index of the ``}`` that closes the ``{`` at ``open_index`` (``\\{``, ``\\}`` do not count), else None."""
-    depth = 0
-    i, n = open_index, len(text)
-    while i < n:
-        c = text[i]
-        if c == "\\":
-            i += 2
-            continue
-        if c == "{":
-            depth += 1
-        elif c == "}":
-            depth -= 1
-            if depth == 0:
-                return i
-        i += 1
-    return None
-
-
 def _has_single_boxed_answer(text: str) -> bool:
     starts = list(_BOXED_START_RE.finditer(text))
     if len(starts) != 1:
         return False
     open_index = starts[0].end() - 1
-    close_index = _closing_brace(text, open_index)
+    close_index = _match_braces(text).get(open_index)
     return close_index is not None and text[open_index + 1 : close_index].strip() != ""
 
 
