@@ -148,8 +148,9 @@ class SETGRPOTrainer(GRPOTrainer):
         chunk = (micro_step // (self.num_iterations * self.args.steps_per_generation)) % sampler.num_chunks
         info = sampler.chunk_info(chunk)
         se = torch.tensor([float(x[self.args.curriculum_se_column]) for x in inputs], device=self.accelerator.device)
-        se_min = self.accelerator.gather(se.min().reshape(1)).min().item()
-        se_max = self.accelerator.gather(se.max().reshape(1)).max().item()
+        # one collective for both ends of the range: (-min, max) per process, reduced by max
+        extremes = self.accelerator.gather(torch.stack([-se.min(), se.max()]).reshape(1, 2)).amax(dim=0).tolist()
+        se_min, se_max = -extremes[0], extremes[1]
         metrics = self._metrics["train"]
         metrics["curriculum/stage"].append(float(info["stage"]))
         metrics["curriculum/progress"].append(info["progress"])
