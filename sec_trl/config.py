@@ -118,6 +118,11 @@ class SETGRPOConfig(GRPOConfig):
     )
 
     def __post_init__(self):
+        # Defaults that follow the hardware: TRL turns bf16 on whenever it is left unset, which transformers then
+        # rejects on a machine without a bf16-capable accelerator. Unset bf16 there means fp32 (an explicit
+        # bf16=True is kept, and transformers' own error explains it).
+        if self.bf16 is None and not self.fp16 and (self.use_cpu or not _bf16_accelerator_available()):
+            self.bf16 = False
         super().__post_init__()
         self._validate_token_regularizer()
         self._validate_curriculum()
@@ -185,3 +190,10 @@ def _check_range(name: str, value: float, *, low: float, low_open: bool = False,
         bracket = "(" if low_open else "["
         upper = f"{high}]" if high is not None else "inf)"
         raise ValueError(f"{name}={value} is out of range; allowed range is {bracket}{low}, {upper}.")
+
+
+def _bf16_accelerator_available() -> bool:
+    """A GPU / XPU / NPU / ... with bf16 support (the CPU does not count: transformers needs `use_cpu` for it)."""
+    from transformers.utils import is_torch_bf16_gpu_available
+
+    return is_torch_bf16_gpu_available()

@@ -103,6 +103,12 @@ def _check_values(values: Sequence, what: str) -> list[float]:
             f"{what} has {len(nonfinite)} NaN/inf value(s) ({n_nan} NaN, {len(nonfinite) - n_nan} inf; first at row "
             f"{nonfinite[0]}: {floats[nonfinite[0]]}). Re-rank those prompts or drop them before training."
         )
+    negative = [i for i, v in enumerate(floats) if v < 0]
+    if negative:  # an entropy is >= 0: a negative value is a bug upstream (wrong column, log-prob, sign)
+        raise ValueError(
+            f"{what} has {len(negative)} negative value(s) (first at row {negative[0]}: {floats[negative[0]]}); "
+            "semantic entropy is >= 0. Is the column really an entropy (not a log-probability)? Re-run the ranking."
+        )
     return floats
 
 

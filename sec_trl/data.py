@@ -1,23 +1,36 @@
 """Prompt datasets: a procedural arithmetic dataset and loading/validation of user datasets.
 
-Every dataset handed to the trainer has a ``prompt`` column (what TRL's GRPO trainer reads) and an
-``answer`` column (the reference final answer, a string, passed to the reward function).
+Every dataset handed to the trainer has a ``prompt`` column (what TRL's GRPO trainer reads) and the user's answer
+column under its own name (``answer``, ``solution``, ...: TRL and open-r1 reward functions read it by name), its
+values stripped strings.
 
-Plain-string prompts: TRL accepts them (its "standard" format) but then applies no chat template, so an
-Instruct model sees raw text without its ChatML turn markers. :func:`validate_prompt_dataset` therefore
-wraps a string prompt into a single user message by default (``wrap_string_prompts=True``), appending
-:data:`BOXED_INSTRUCTION` when the text does not already mention ``\\boxed`` (the reward reads the answer
-from the last ``\\boxed{}``). Conversational prompts (lists of ``{"role", "content"}`` messages) are kept
-exactly as given.
+Prompt formatting is explicit and shared by training, ranking and evaluation (:class:`PromptFormat`, set by
+``--system_prompt``, ``--answer_instruction`` and ``--wrap_string_prompts``), so that a model is ranked and evaluated
+on the prompts it is trained on:
+
+- plain-string prompts: TRL accepts them (its "standard" format) but then applies no chat template, so an Instruct
+  model would see raw text without its turn markers. By default (``wrap_string_prompts``) a string prompt becomes a
+  single user message, with the answer instruction (:data:`BOXED_INSTRUCTION`; the reward reads the answer from the
+  last ``\\boxed{}``) appended when the text does not already mention ``\\boxed``;
+- conversational prompts (lists of ``{"role", "content"}`` messages) are kept exactly as given;
+- ``system_prompt``, when set, is put first in every prompt that has no system message of its own.
 """
 
 from __future__ import annotations
 
+import difflib
+import json
+import logging
+import os
 import random
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from datasets import Dataset, DatasetDict, List, Value, load_dataset, load_from_disk
+
+
+logger = logging.getLogger(__name__)
 
 
 PROMPT_COLUMN = "prompt"
@@ -162,6 +175,65 @@ def _expression_of(prompt: list[dict]) -> str:
 
 
 # --------------------------------------------------------------------------------------------------------------------
+# Prompt formatting (shared by train.py, python -m sec_trl.rank and python -m sec_trl.evaluate)
+# --------------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PromptFormat:
+    """How prompts are formatted before a model sees them; the same in training, ranking and evaluation.
+
+    Attributes:
+        system_prompt: put first, as a ``system`` message, in every prompt that has no system message (None: none).
+        answer_instruction: appended (after a blank line) to plain-string prompts that do not mention ``\\boxed``
+            (None or empty: nothing is appended).
+        wrap_string_prompts: turn a plain-string prompt into one ``user`` message, so the chat template applies.
+            With False, string prompts stay strings (TRL's "standard" format, no chat template) and neither the
+            system prompt nor the instruction is added to them.
+    """
+
+    system_prompt: str | None = None
+    answer_instruction: str | None = BOXED_INSTRUCTION
+    wrap_string_prompts: bool = True
+
+    def __post_init__(self):
+        for name in ("system_prompt", "answer_instruction"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, str):
+                raise ValueError(f"{name} must be a string or None, got {type(value).__name__}")
+            if isinstance(value, str) and (not value.strip() or value.strip().lower() == "none"):
+                object.__setattr__(self, name, None)  # "--answer_instruction none" / "" switch it off
+
+    def apply(self, prompt):
+        """``prompt`` (a string or a list of messages) formatted; the input is not modified.
+
+        Examples:
+            >>> PromptFormat().apply("What is 2 + 2?")
+            [{'role': 'user', 'content': 'What is 2 + 2?\\n\\nPut your final answer within \\\\boxed{}.'}]
+            >>> PromptFormat(system_prompt="Think.").apply([{"role": "user", "content": "Hi"}])
+            [{'role': 'system', 'content': 'Think.'}, {'role': 'user', 'content': 'Hi'}]
+            >>> PromptFormat(wrap_string_prompts=False).apply("raw")
+            'raw'
+        """
+        if isinstance(prompt, str):
+            if not self.wrap_string_prompts:
+                return prompt
+            text = prompt.strip()
+            if self.answer_instruction and "\\boxed" not in text:
+                text = f"{text}\n\n{self.answer_instruction}"
+            prompt = [{"role": "user", "content": text}]
+        else:
+            prompt = [dict(message) for message in prompt]
+        if self.system_prompt and not any(m.get("role") == "system" for m in prompt):
+            prompt.insert(0, {"role": "system", "content": self.system_prompt})
+        return prompt
+
+    @property
+    def changes_conversations(self) -> bool:
+        return self.system_prompt is not None
+
+
+# --------------------------------------------------------------------------------------------------------------------
 # User datasets
 # --------------------------------------------------------------------------------------------------------------------
 
@@ -173,9 +245,10 @@ def load_prompt_dataset(
     config: str | None = None,
     prompt_column: str = PROMPT_COLUMN,
     answer_column: str = ANSWER_COLUMN,
-    wrap_string_prompts: bool = True,
+    prompt_format: PromptFormat | None = None,
+    rename_answer: bool = False,
 ) -> Dataset:
-    """Load a prompt dataset and return it validated, with ``prompt`` and ``answer`` columns.
+    """Load a prompt dataset and return it validated, with a ``prompt`` column and the answer column.
 
     ``name_or_path`` is one of:
 
@@ -185,16 +258,23 @@ def load_prompt_dataset(
     - a Hugging Face Hub dataset name (``datasets.load_dataset(name, config, split=split)``).
 
     Validation (:func:`validate_prompt_dataset`) runs here, before any model is loaded, and raises ``ValueError``
-    naming the column and the flag that fixes it.
+    naming the column and the flag that fixes it. A local file that cannot be read raises ``ValueError`` naming the
+    file (and, for a JSON Lines file, the first bad line).
     """
-    ds = _load_raw(name_or_path, split=split, config=config)
+    ds = load_raw_dataset(name_or_path, split=split, config=config)
     return validate_prompt_dataset(
         ds,
         prompt_column,
         answer_column,
-        source=str(name_or_path),
-        wrap_string_prompts=wrap_string_prompts,
+        source=_shown_source(name_or_path),
+        prompt_format=prompt_format,
+        rename_answer=rename_answer,
     )
+
+
+def _shown_source(name_or_path: str) -> str:
+    """What error messages call a dataset: the path as the user typed it (relative stays relative)."""
+    return str(name_or_path)
 
 
 def _looks_like_path(name: str) -> bool:
@@ -206,24 +286,30 @@ def _looks_like_path(name: str) -> bool:
     )
 
 
-def _load_raw(name_or_path: str, *, split: str, config: str | None) -> Dataset:
+def load_raw_dataset(name_or_path: str, *, split: str = "train", config: str | None = None) -> Dataset:
+    """The dataset as stored (no validation, no renaming): a local file, a ``save_to_disk`` directory, a directory
+    of data files, or a Hub dataset. Errors name the file or dataset and say what to do."""
     path = Path(name_or_path).expanduser()
     if path.is_file():
         builder = LOCAL_FILE_BUILDERS.get(path.suffix.lower())
         if builder is None:
             raise ValueError(
-                f"Unsupported dataset file type {path.suffix!r} for {str(path)!r}; "
+                f"Unsupported dataset file type {path.suffix!r} for {name_or_path!r}; "
                 f"supported: {', '.join(sorted(LOCAL_FILE_BUILDERS))}, or a directory written by save_to_disk."
             )
-        return load_dataset(builder, data_files={"train": str(path)}, split="train")
+        check_data_file(path, shown=name_or_path)
+        try:
+            return load_dataset(builder, data_files={"train": str(path)}, split="train")
+        except Exception as e:  # datasets' own message names neither the file nor the line
+            raise ValueError(_unreadable_file_message(path, name_or_path, e)) from e
     if path.is_dir():
         if (path / "dataset_dict.json").is_file() or (path / "state.json").is_file():
             loaded = load_from_disk(str(path))
             if isinstance(loaded, DatasetDict):
                 if split not in loaded:
                     raise ValueError(
-                        f"Dataset directory {str(path)!r} has no split {split!r}; splits present: {sorted(loaded)}. "
-                        f"Choose one with --dataset_split (or the split= argument)."
+                        f"Dataset directory {name_or_path!r} has no split {split!r}; splits present: "
+                        f"{sorted(loaded)}. Choose one with --dataset_train_split / --dataset_test_split."
                     )
                 loaded = loaded[split]
             return loaded
@@ -242,12 +328,77 @@ def _load_raw(name_or_path: str, *, split: str, config: str | None) -> Dataset:
         ) from e
 
 
-def _suggest(columns: Iterable[str], candidates: Sequence[str], exclude: str | None = None) -> str | None:
-    lower = {c.lower(): c for c in columns if c != exclude}
-    for cand in candidates:
-        if cand in lower:
-            return lower[cand]
+def check_data_file(path: str | os.PathLike, shown: str | None = None) -> None:
+    """Raise ``ValueError`` naming ``shown`` (default: the path) when a local data file is empty, or, for CSV,
+    holds a header and no row. Cheap: reads at most the first two non-blank lines."""
+    path = Path(path)
+    shown = shown or str(path)
+    suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        if path.stat().st_size == 0:
+            raise ValueError(f"Dataset file {shown!r} is empty (0 bytes); nothing to train on.")
+        return
+    lines = []
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            if line.strip():
+                lines.append(line)
+                if len(lines) == 2:
+                    break
+    if not lines:
+        raise ValueError(f"Dataset file {shown!r} is empty (no data); nothing to train on.")
+    if suffix == ".csv" and len(lines) == 1:
+        raise ValueError(
+            f"Dataset file {shown!r} has a header line and no data rows; nothing to train on. "
+            f"Header: {lines[0].strip()[:200]!r}."
+        )
+
+
+def _unreadable_file_message(path: Path, shown: str, error: Exception) -> str:
+    """Why ``datasets`` could not read a local file, pointing at the first bad JSON line when there is one."""
+    suffix = path.suffix.lower()
+    if suffix in (".jsonl", ".json"):
+        bad = first_bad_json_line(path)
+        if bad is not None:
+            number, why, text = bad
+            return (
+                f"Dataset file {shown!r}: line {number} is not valid JSON ({why}): {_short(text, 120)}. Each line of "
+                f"a JSON Lines file must be one JSON object; fix or remove that line."
+            )
+    return f"Dataset file {shown!r} could not be read as {suffix or 'data'}: {type(error).__name__}: {error}"
+
+
+def first_bad_json_line(path: str | os.PathLike) -> tuple[int, str, str] | None:
+    """``(line number, error, line)`` of the first non-blank line of a JSON Lines file that is not a JSON object,
+    or None when every line is one (or when the whole file is a single JSON document, as a ``.json`` file may be)."""
+    with open(path, encoding="utf-8", errors="replace") as f:
+        text = f.read()
+    try:
+        json.loads(text)
+        return None  # one JSON document (a list of rows, or {"data": [...]})
+    except ValueError:
+        pass
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError as e:
+            return number, str(e), line
+        if not isinstance(row, dict):
+            return number, f"a JSON {type(row).__name__}, not an object", line
     return None
+
+
+def suggest_column(columns: Iterable[str], wanted: str, candidates: Sequence[str], exclude: str | None = None):
+    """The column the user probably meant: a close spelling of ``wanted`` (``difflib``), else a common name for
+    that role (``candidates``, case-insensitive); None when nothing fits."""
+    present = [c for c in columns if c != exclude]
+    close = difflib.get_close_matches(wanted, present, n=1, cutoff=0.75)
+    if close:
+        return close[0]
+    lower = {c.lower(): c for c in present}
+    return next((lower[c] for c in candidates if c in lower), None)
 
 
 def _missing_column_error(kind: str, column: str, flag: str, columns: list[str], suggestion: str | None, source: str):
@@ -259,7 +410,7 @@ def _missing_column_error(kind: str, column: str, flag: str, columns: list[str],
 
 
 def _short(value, limit: int = 120) -> str:
-    text = repr(value)
+    text = value if isinstance(value, str) else repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
@@ -285,7 +436,13 @@ def _prompt_problem(prompt) -> str | None:
     return None
 
 
-def _normalise_answer(value) -> str | None:
+def normalise_answer(value) -> str | None:
+    """A gold answer as a stripped string, or None when it is missing (None, NaN, empty or blank).
+
+    Examples:
+        >>> normalise_answer(3.0), normalise_answer(" 1/2 "), normalise_answer(float("nan")), normalise_answer("")
+        ('3', '1/2', None, None)
+    """
     if value is None or isinstance(value, bool):
         return None if value is None else str(value)
     if isinstance(value, float):
@@ -296,42 +453,21 @@ def _normalise_answer(value) -> str | None:
     return text or None
 
 
-def validate_prompt_dataset(
-    ds: Dataset,
-    prompt_column: str = PROMPT_COLUMN,
-    answer_column: str = ANSWER_COLUMN,
-    *,
-    source: str | None = None,
-    wrap_string_prompts: bool = True,
-    boxed_instruction: str | None = BOXED_INSTRUCTION,
-) -> Dataset:
-    """Check a prompt dataset and return it normalised; raise ``ValueError`` saying what is wrong and how to fix it.
-
-    Checks: the prompt and answer columns exist (the message lists the columns present and the flag that sets the
-    name: ``--dataset_prompt_column`` / ``--dataset_answer_column``), the dataset is not empty, every prompt is a
-    non-empty string or a non-empty list of ``{"role", "content"}`` messages, every answer is present and non-empty
-    (the message counts the bad rows and gives the first row index).
-
-    Returns a dataset whose prompt/answer columns are named ``prompt`` / ``answer`` (renamed if needed; a different,
-    pre-existing column with the target name is dropped), answers converted to stripped strings, and, with
-    ``wrap_string_prompts``, plain-string prompts turned into ``[{"role": "user", "content": text}]`` with
-    ``boxed_instruction`` appended when the text does not mention ``\\boxed`` (pass None to leave the text as is).
-    Other columns are kept (TRL passes them to reward functions).
-    """
-    where = f" {source!r}" if source else ""
+def _check_columns(ds: Dataset, prompt_column: str, answer_column: str, where: str) -> None:
+    """The prompt and answer columns exist, differ, and the dataset has rows; errors name the fixing flag."""
     if isinstance(ds, DatasetDict):
         raise ValueError(
             f"Expected a single dataset split{where} but got a DatasetDict with splits {sorted(ds)}; pick one "
-            f"(e.g. ds['train'], or --dataset_split)."
+            f"(e.g. ds['train'], or --dataset_train_split)."
         )
     if not isinstance(ds, Dataset):
         raise ValueError(f"Expected a datasets.Dataset{where}, got {type(ds).__name__} (streaming is not supported).")
     columns = list(ds.column_names)
     if prompt_column not in columns:
-        suggestion = _suggest(columns, (PROMPT_COLUMN, *_PROMPT_CANDIDATES), exclude=answer_column)
+        suggestion = suggest_column(columns, prompt_column, (PROMPT_COLUMN, *_PROMPT_CANDIDATES), answer_column)
         raise _missing_column_error("prompt", prompt_column, PROMPT_COLUMN_FLAG, columns, suggestion, where)
     if answer_column not in columns:
-        suggestion = _suggest(columns, (ANSWER_COLUMN, *_ANSWER_CANDIDATES), exclude=prompt_column)
+        suggestion = suggest_column(columns, answer_column, (ANSWER_COLUMN, *_ANSWER_CANDIDATES), prompt_column)
         raise _missing_column_error("answer", answer_column, ANSWER_COLUMN_FLAG, columns, suggestion, where)
     if prompt_column == answer_column:
         raise ValueError(
@@ -341,8 +477,11 @@ def validate_prompt_dataset(
     if len(ds) == 0:
         raise ValueError(f"Dataset{where} is empty (0 rows); nothing to train on.")
 
+
+def _scan_rows(ds: Dataset, prompt_column: str, answer_column: str):
+    """(bad prompts as (row, problem, value), rows with a missing answer, number of string prompts), in one pass."""
     bad_prompts: list[tuple[int, str, object]] = []
-    bad_answers: list[int] = []
+    missing_answers: list[int] = []
     num_strings = 0
     index = 0
     for batch in ds.select_columns([prompt_column, answer_column]).iter(batch_size=1000):
@@ -352,9 +491,40 @@ def validate_prompt_dataset(
                 bad_prompts.append((index, problem, prompt))
             elif isinstance(prompt, str):
                 num_strings += 1
-            if _normalise_answer(answer) is None:
-                bad_answers.append(index)
+            if normalise_answer(answer) is None:
+                missing_answers.append(index)
             index += 1
+    return bad_prompts, missing_answers, num_strings
+
+
+def validate_prompt_dataset(
+    ds: Dataset,
+    prompt_column: str = PROMPT_COLUMN,
+    answer_column: str = ANSWER_COLUMN,
+    *,
+    source: str | None = None,
+    prompt_format: PromptFormat | None = None,
+    rename_answer: bool = False,
+) -> Dataset:
+    """Check a prompt dataset and return it normalised; raise ``ValueError`` saying what is wrong and how to fix it.
+
+    Checks: the prompt and answer columns exist (the message lists the columns present and the flag that sets the
+    name: ``--dataset_prompt_column`` / ``--dataset_answer_column``, with a suggestion), the dataset is not empty,
+    every prompt is a non-empty string or a non-empty list of ``{"role", "content"}`` messages (the message counts
+    the bad rows and shows the first). Rows whose gold answer is missing (None, NaN, blank) are kept with a
+    warning, as TRL does: the accuracy reward returns None for them and GRPO skips them; a dataset with no answer
+    at all is an error.
+
+    Returns a dataset whose prompt column is named ``prompt`` (TRL reads that name; a different, pre-existing
+    ``prompt`` column is dropped), whose answer column keeps its name (renamed to ``answer`` only with
+    ``rename_answer``) and holds stripped strings (None where missing), and whose prompts are formatted by
+    ``prompt_format`` (default :class:`PromptFormat`: string prompts wrapped into a user message with the
+    ``\\boxed{}`` instruction). Other columns are kept (TRL passes them to reward functions).
+    """
+    where = f" {source!r}" if source else ""
+    prompt_format = PromptFormat() if prompt_format is None else prompt_format
+    _check_columns(ds, prompt_column, answer_column, where)
+    bad_prompts, missing_answers, num_strings = _scan_rows(ds, prompt_column, answer_column)
     if bad_prompts:
         i, problem, value = bad_prompts[0]
         raise ValueError(
@@ -362,42 +532,51 @@ def validate_prompt_dataset(
             f"string or a list of {{'role': ..., 'content': ...}} messages; first bad row {i} ({problem}): "
             f"{_short(value)}. Fix the data, or point {PROMPT_COLUMN_FLAG} at the column holding the prompts."
         )
-    if bad_answers:
+    if len(missing_answers) == len(ds):
         raise ValueError(
-            f"Answer column {answer_column!r}{where}: {len(bad_answers)} of {len(ds)} rows have a missing (None) "
-            f"or empty answer; first bad row {bad_answers[0]}. Remove those rows, or point {ANSWER_COLUMN_FLAG} "
-            f"at the column holding the reference answers."
+            f"Answer column {answer_column!r}{where}: all {len(ds)} rows have a missing (None) or empty answer. "
+            f"Point {ANSWER_COLUMN_FLAG} at the column holding the reference answers."
         )
-
+    if missing_answers:
+        logger.warning(
+            "Answer column %r%s: %d of %d rows have no gold answer (first: row %d); the accuracy reward returns "
+            "None for them and GRPO leaves them out of the reward, as TRL's rewards do.",
+            answer_column,
+            where,
+            len(missing_answers),
+            len(ds),
+            missing_answers[0],
+        )
     ds = _rename(ds, prompt_column, PROMPT_COLUMN)
-    ds = _rename(ds, answer_column, ANSWER_COLUMN)
+    if rename_answer:
+        ds = _rename(ds, answer_column, ANSWER_COLUMN)
+        answer_column = ANSWER_COLUMN
+    return _normalise(ds, answer_column, prompt_format, has_strings=num_strings > 0)
 
-    needs_answer_fix = getattr(ds.features[ANSWER_COLUMN], "dtype", None) != "string" or _answers_need_strip(ds)
-    needs_wrap = wrap_string_prompts and num_strings > 0
+
+def _normalise(ds: Dataset, answer_column: str, prompt_format: PromptFormat, *, has_strings: bool) -> Dataset:
+    """Answers as stripped strings and prompts formatted, in one ``map`` (skipped when nothing changes)."""
+    needs_answer_fix = getattr(ds.features[answer_column], "dtype", None) != "string" or any(
+        isinstance(a, str) and a != a.strip() for a in ds[answer_column]
+    )
+    wraps = prompt_format.wrap_string_prompts and has_strings
+    needs_format = wraps or prompt_format.changes_conversations
+    if not (needs_answer_fix or needs_format):
+        return ds
 
     def normalise(example):
-        out = {ANSWER_COLUMN: _normalise_answer(example[ANSWER_COLUMN])}
-        prompt = example[PROMPT_COLUMN]
-        if needs_wrap and isinstance(prompt, str):
-            text = prompt.strip()
-            if boxed_instruction and "\\boxed" not in text:
-                text = f"{text}\n\n{boxed_instruction}"
-            out[PROMPT_COLUMN] = [{"role": "user", "content": text}]
+        out = {answer_column: normalise_answer(example[answer_column])}
+        if needs_format:
+            out[PROMPT_COLUMN] = prompt_format.apply(example[PROMPT_COLUMN])
         return out
 
-    if needs_answer_fix or needs_wrap:
-        # The new column types must be given explicitly: map() would otherwise cast the new values back to the old
-        # column types (int/float answers, string prompts), even for columns it removes and re-adds.
-        features = ds.features.copy()
-        features[ANSWER_COLUMN] = Value("string")
-        if needs_wrap:
-            features[PROMPT_COLUMN] = List({"role": Value("string"), "content": Value("string")})
-        ds = ds.map(normalise, features=features, desc="Normalising prompts/answers")
-    return ds
-
-
-def _answers_need_strip(ds: Dataset) -> bool:
-    return any(a != a.strip() for a in ds[ANSWER_COLUMN] if isinstance(a, str))
+    # The new column types must be given explicitly: map() would otherwise cast the new values back to the old
+    # column types (int/float answers, string prompts), even for columns it removes and re-adds.
+    features = ds.features.copy()
+    features[answer_column] = Value("string")
+    if wraps or (needs_format and not has_strings):
+        features[PROMPT_COLUMN] = List({"role": Value("string"), "content": Value("string")})
+    return ds.map(normalise, features=features, desc="Formatting prompts and answers")
 
 
 def _rename(ds: Dataset, source: str, target: str) -> Dataset:

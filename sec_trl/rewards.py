@@ -6,12 +6,15 @@ logs it under its ``__name__``. A completion is either a string (standard format
 (conversational format); for the latter the ``content`` of the last ``assistant`` message is scored (the last
 message if none has that role; a list of content parts is joined from its ``text`` parts).
 
-A missing gold answer (``None``, or a float NaN as pandas writes it) scores 0.0 and logs one warning per reward
-function, rather than raising: one bad row should not stop a training run, and the warning makes it visible.
+A missing gold answer (``None``, a float NaN as pandas writes it, a blank string) or one with nothing to compare
+(``\\boxed{}``) gives ``None``, as TRL's own ``accuracy_reward`` does: GRPO leaves that sample out of the reward
+(TRL logs a warning when every reward function returned None for a sample). One warning per column is logged.
 
 Example:
     >>> accuracy_reward(["... so the answer is \\\\boxed{\\\\frac{1}{2}}", "I think 3"], answer=["0.5", "4"])
     [1.0, 0.0]
+    >>> accuracy_reward(["\\\\boxed{4}"], answer=[None])
+    [None]
     >>> conversation = [{"role": "assistant", "content": "The answer is 12."}]
     >>> accuracy_reward([conversation], answer=[12])
     [1.0]
@@ -32,6 +35,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from sec_trl.answer_checking import AnswerChecker, _match_braces, get_default_checker
+from sec_trl.answer_checking import _reference_answer as reference_answer
 
 
 logger = logging.getLogger(__name__)
@@ -88,10 +92,14 @@ def completion_text(completion: Any) -> str:
 
 
 def _is_missing(value: Any) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value))
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return True
+    return reference_answer(str(value)) is None  # blank, or an empty \boxed{}: nothing to compare with
 
 
-def _accuracy(completions: Sequence[Any], answers: Sequence[Any], checker: AnswerChecker, column: str) -> list[float]:
+def _accuracy(
+    completions: Sequence[Any], answers: Sequence[Any], checker: AnswerChecker, column: str
+) -> list[float | None]:
     if isinstance(answers, (str, bytes)) or not hasattr(answers, "__iter__"):
         raise TypeError(
             f"reward column {column!r} must hold one gold answer per completion, got {type(answers).__name__}"
@@ -103,30 +111,35 @@ def _accuracy(completions: Sequence[Any], answers: Sequence[Any], checker: Answe
     if missing and column not in _warned:
         _warned.add(column)
         logger.warning(
-            "%d of %d gold answers in column %r are missing (None); those completions score 0.0 "
-            "(warned once per column)",
+            "%d of %d gold answers in column %r are missing or empty; the accuracy reward is None for those "
+            "completions, so GRPO leaves them out, as with TRL's rewards (warned once per column)",
             len(missing),
             len(answers),
             column,
         )
-    references = [None if _is_missing(a) else str(a) for a in answers]
-    verdicts = checker.check_batch([completion_text(c) for c in completions], references)
-    return [1.0 if ok else 0.0 for ok in verdicts]
+    missing_set = set(missing)
+    keep = [i for i in range(len(answers)) if i not in missing_set]
+    verdicts = checker.check_batch([completion_text(completions[i]) for i in keep], [str(answers[i]) for i in keep])
+    rewards: list[float | None] = [None] * len(answers)
+    for i, ok in zip(keep, verdicts, strict=True):
+        rewards[i] = 1.0 if ok else 0.0
+    return rewards
 
 
-def accuracy_reward(completions: Sequence[Any], answer: Sequence[Any], **kwargs: Any) -> list[float]:
+def accuracy_reward(completions: Sequence[Any], answer: Sequence[Any], **kwargs: Any) -> list[float | None]:
     """1.0 where the completion's final answer equals the gold ``answer``, else 0.0.
 
     The final answer is extracted with :func:`sec_trl.answer_checking.extract_final_answer` (last ``\\boxed{}``,
     else "answer is ...", else the last number, within the last 4096 characters) and compared with the gold answer
     by :meth:`AnswerChecker.check` of the process-wide default checker (5 s per answer, math-verify in a worker
-    process): ``\\frac{1}{2}``, ``0.5`` and ``1/2`` are equal. Unparseable, missing or timed-out answers score 0.0.
+    process): ``\\frac{1}{2}``, ``0.5`` and ``1/2`` are equal. An unparseable or timed-out completion scores 0.0; a
+    missing gold answer gives None (the sample is left out, as with TRL's rewards).
     For a dataset whose gold answers sit in another column, use :func:`make_accuracy_reward`.
 
     Examples:
         >>> accuracy_reward(["\\\\boxed{\\\\frac{1}{2}}", "\\\\boxed{-3}", "no answer", "\\\\boxed{7}"],
         ...                 answer=["1/2", "3", "3", None])
-        [1.0, 0.0, 0.0, 0.0]
+        [1.0, 0.0, 0.0, None]
     """
     return _accuracy(completions, answer, get_default_checker(), "answer")
 
@@ -164,7 +177,7 @@ class _AccuracyReward:
         self.answer_column = answer_column
         self.timeout = float(timeout)
 
-    def __call__(self, completions: Sequence[Any], **kwargs: Any) -> list[float]:
+    def __call__(self, completions: Sequence[Any], **kwargs: Any) -> list[float | None]:
         if self.answer_column not in kwargs:
             columns = sorted(k for k in kwargs if k not in ("prompts", "completion_ids", "trainer_state"))
             raise KeyError(
