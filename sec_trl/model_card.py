@@ -479,25 +479,35 @@ def _failure_reason(exc: BaseException) -> str:
     return "the upload did not complete"
 
 
-def push_failure_message(exc: BaseException, output_dir_name: str, repo_id: str | None = None) -> str:
+def push_failure_message(exc: BaseException, output_dir: str, repo_id: str | None = None) -> str:
     """What to print when `--push_to_hub` fails: the checkpoint is safe locally, and how to push it later.
 
     Args:
         exc: the exception raised by the push.
-        output_dir_name: the output directory; only its name is shown (a full path is reduced to its name).
+        output_dir: the output directory. It is shown relative to the current directory (so the printed command
+            works from where the user stands); an absolute path outside it is reduced to its name.
         repo_id: the target repository (`args.hub_model_id`), if known.
     """
-    name = Path(str(output_dir_name).rstrip("/\\")).name or str(output_dir_name)
+    shown = _shown_output_dir(output_dir)
     repo = repo_id or REPO_ID_PLACEHOLDER
     detail = (str(exc).strip().splitlines() or [""])[0][:200]
     return "\n".join(
         [
             f"Pushing to the Hub failed: {_failure_reason(exc)} ({type(exc).__name__}: {detail}).",
             f"Nothing is lost: the trained model and its model card are saved locally in the output directory "
-            f"'{name}'.",
-            "To push it later, once online, log in (`hf auth login`, or set HF_TOKEN) and upload the folder:",
-            f'    hf upload {repo} {name} --exclude "checkpoint-*"',
-            f"    (huggingface_hub < 1.0: huggingface-cli upload {repo} {name})",
-            "or, from Python, in the session that still holds the trainer: trainer.push_to_hub()",
+            f"'{shown}'.",
+            "To push it later, once online, log in (`hf auth login`, or set HF_TOKEN) and run, from this directory:",
+            f"    python -m sec_trl.hub --output_dir {shown} --hub_model_id {repo}",
+            "(it uploads the final model and card, without checkpoints, training_args.bin or local paths).",
         ]
     )
+
+
+def _shown_output_dir(output_dir: str) -> str:
+    """``output_dir`` relative to the current directory when it lies inside it, else its base name only."""
+    text = str(output_dir).rstrip("/\\") or str(output_dir)
+    absolute = os.path.abspath(os.path.expanduser(text))
+    cwd = os.getcwd()
+    if absolute == cwd or absolute.startswith(cwd.rstrip(os.sep) + os.sep):
+        return os.path.relpath(absolute, cwd)
+    return Path(text).name or text

@@ -914,13 +914,15 @@ def _write_histogram(path: Path, se: Sequence[float], accuracy: Sequence[float |
 def _validated_view(dataset, prompt_column: str, answer_column: str | None, wrap_string_prompts: bool):
     """The prompts (and answers) to rank, validated and normalised like training data: columns ``prompt`` (and
     ``answer``; absent when ``answer_column`` is None)."""
-    from sec_trl.data import PROMPT_COLUMN_FLAG, validate_prompt_dataset
+    from sec_trl.data import PROMPT_COLUMN_FLAG, PromptFormat, validate_prompt_dataset
+
+    fmt = PromptFormat(wrap_string_prompts=wrap_string_prompts)
 
     if answer_column is not None:
         view = dataset.select_columns(
             [c for c in dict.fromkeys([prompt_column, answer_column]) if c in dataset.column_names]
         )
-        return validate_prompt_dataset(view, prompt_column, answer_column, wrap_string_prompts=wrap_string_prompts)
+        return validate_prompt_dataset(view, prompt_column, answer_column, prompt_format=fmt, rename_answer=True)
     if prompt_column not in dataset.column_names:
         raise ValueError(
             f"Dataset has no prompt column {prompt_column!r}; columns present: {list(dataset.column_names)}. "
@@ -928,7 +930,7 @@ def _validated_view(dataset, prompt_column: str, answer_column: str | None, wrap
         )
     dummy = "__sec_trl_no_answer__"
     view = dataset.select_columns([prompt_column]).add_column(dummy, ["-"] * len(dataset))
-    view = validate_prompt_dataset(view, prompt_column, dummy, wrap_string_prompts=wrap_string_prompts)
+    view = validate_prompt_dataset(view, prompt_column, dummy, prompt_format=fmt, rename_answer=True)
     return view.remove_columns("answer")
 
 

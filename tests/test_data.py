@@ -12,6 +12,8 @@ from sec_trl.data import (
     ARITHMETIC_LEVELS,
     BOXED_INSTRUCTION,
     PROMPT_COLUMN_FLAG,
+    PromptFormat,
+    first_bad_json_line,
     load_prompt_dataset,
     make_arithmetic_dataset,
     make_arithmetic_splits,
@@ -163,13 +165,18 @@ def test_bad_prompts_report_column_count_and_first_row(prompts, first_bad, why):
     assert f"first bad row {first_bad}" in msg and why in msg
 
 
-def test_missing_and_empty_answers_are_counted():
+def test_missing_answers_are_kept_with_a_warning_and_all_missing_is_an_error(caplog):
+    # TRL's rewards return None for a sample without gold, and GRPO leaves it out: the rows stay
     ds = Dataset.from_dict({"prompt": ["a", "b", "c", "d"], "gt": ["1", None, " ", "4"]})
+    with caplog.at_level("WARNING", logger="sec_trl.data"):
+        out = validate_prompt_dataset(ds, answer_column="gt")
+    assert out["gt"] == ["1", None, None, "4"]
+    assert "2 of 4 rows have no gold answer (first: row 1)" in caplog.text
+    nothing = Dataset.from_dict({"prompt": ["a", "b"], "gt": [None, ""]})
     with pytest.raises(ValueError) as err:
-        validate_prompt_dataset(ds, answer_column="gt")
+        validate_prompt_dataset(nothing, answer_column="gt")
     msg = str(err.value)
-    assert "Answer column 'gt'" in msg and ANSWER_COLUMN_FLAG in msg
-    assert "2 of 4 rows" in msg and "first bad row 1" in msg
+    assert "Answer column 'gt'" in msg and "all 2 rows" in msg and ANSWER_COLUMN_FLAG in msg
 
 
 def test_dataset_dict_is_rejected_with_split_hint():
@@ -183,20 +190,39 @@ def test_dataset_dict_is_rejected_with_split_hint():
 # --------------------------------------------------------------------------------------------------------------------
 
 
-def test_string_prompts_are_wrapped_and_answers_become_strings():
+def test_string_prompts_are_wrapped_and_the_answer_column_keeps_its_name():
     ds = Dataset.from_dict(
         {"question": ["What is 2+2?", "Compute \\boxed{3*3}"], "sol": [4, 9], "id": [10, 11], "prompt": ["x", "y"]}
     )
     out = validate_prompt_dataset(ds, prompt_column="question", answer_column="sol")
-    assert out.column_names == ["prompt", "answer", "id"]
+    assert out.column_names == ["prompt", "sol", "id"]  # the reward functions read 'sol' by name
     assert out["prompt"] == [
         _messages(f"What is 2+2?\n\n{BOXED_INSTRUCTION}"),
         _messages("Compute \\boxed{3*3}"),  # already asks for \boxed: left alone
     ]
-    assert out["answer"] == ["4", "9"]
+    assert out["sol"] == ["4", "9"]
     assert out["id"] == [10, 11]
-    raw = validate_prompt_dataset(ds, prompt_column="question", answer_column="sol", wrap_string_prompts=False)
-    assert raw["prompt"] == ["What is 2+2?", "Compute \\boxed{3*3}"] and raw["answer"] == ["4", "9"]
+    raw = validate_prompt_dataset(
+        ds, prompt_column="question", answer_column="sol", prompt_format=PromptFormat(wrap_string_prompts=False)
+    )
+    assert raw["prompt"] == ["What is 2+2?", "Compute \\boxed{3*3}"] and raw["sol"] == ["4", "9"]
+    renamed = validate_prompt_dataset(ds, prompt_column="question", answer_column="sol", rename_answer=True)
+    assert renamed.column_names == ["prompt", "answer", "id"]
+
+
+def test_prompt_format_system_prompt_and_instruction():
+    fmt = PromptFormat(system_prompt="Reason step by step.", answer_instruction="Answer in \\boxed{}, please.")
+    assert fmt.apply("What is 2+2?") == [
+        {"role": "system", "content": "Reason step by step."},
+        {"role": "user", "content": "What is 2+2?\n\nAnswer in \\boxed{}, please."},
+    ]
+    # a prompt with its own system message keeps it; the input is never modified
+    own = [{"role": "system", "content": "Own."}, {"role": "user", "content": "1+1?"}]
+    assert fmt.apply(own) == own and own[0]["content"] == "Own."
+    assert PromptFormat(answer_instruction="none").apply("q") == _messages("q")
+    conv = Dataset.from_dict({"prompt": [_messages("1+1?")], "answer": ["2"]})
+    out = validate_prompt_dataset(conv, prompt_format=PromptFormat(system_prompt="Be brief."))
+    assert out["prompt"] == [[{"role": "system", "content": "Be brief."}, *_messages("1+1?")]]
 
 
 def test_conversational_prompts_are_kept_as_given():
@@ -217,9 +243,9 @@ _ROWS = [
 
 
 def _check_loaded(ds):
-    assert ds.column_names == ["prompt", "answer", "extra"]
+    assert ds.column_names == ["prompt", "final", "extra"]
     assert ds["prompt"] == [r["problem"] for r in _ROWS]
-    assert ds["answer"] == ["3", "20"]
+    assert ds["final"] == ["3", "20"]
 
 
 def test_load_jsonl_with_custom_columns(tmp_path):
@@ -244,8 +270,8 @@ def test_load_csv_string_prompts_numeric_answers(tmp_path):
     path = tmp_path / "data.csv"
     path.write_text("question,target\nWhat is 1 + 2?,3\nWhat is 4 * 5?,20\n")
     ds = load_prompt_dataset(str(path), prompt_column="question", answer_column="target")
-    assert ds.column_names == ["prompt", "answer"]
-    assert ds["answer"] == ["3", "20"]
+    assert ds.column_names == ["prompt", "target"]
+    assert ds["target"] == ["3", "20"]
     assert ds["prompt"][0] == _messages(f"What is 1 + 2?\n\n{BOXED_INSTRUCTION}")
 
 
@@ -279,3 +305,44 @@ def test_hub_name_failure_keeps_cause_and_adds_context():
     with pytest.raises(RuntimeError, match="Could not load dataset 'someorg/not-a-dataset'.*local file") as err:
         load_prompt_dataset("someorg/not-a-dataset")
     assert err.value.__cause__ is not None
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Bad files: the error names the file (as given) and, for JSON Lines, the line
+# --------------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "name, content, message",
+    [
+        ("empty.jsonl", "", "is empty"),
+        ("blank.jsonl", "\n\n  \n", "is empty"),
+        ("empty.csv", "", "is empty"),
+        ("header.csv", "question,answer\n", "has a header line and no data rows"),
+        ("empty.parquet", "", "is empty"),
+        (
+            "corrupt.jsonl",
+            '{"prompt": "a", "answer": "1"}\n{"prompt": "b", "answer": "2"}\n{"prompt": "c", "answer": \n',
+            "line 3 is not valid JSON",
+        ),
+        ("list.jsonl", '{"prompt": "a", "answer": "1"}\n[1, 2]\n{"prompt": "b", "answer": "2"}\n', "line 2"),
+    ],
+)
+def test_bad_local_files_name_the_file_and_line(tmp_path, monkeypatch, name, content, message):
+    (tmp_path / name).write_text(content)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError) as err:
+        load_prompt_dataset(name)
+    msg = str(err.value)
+    assert repr(name) in msg and message in msg
+    assert str(tmp_path) not in msg  # the path as the user typed it, not an absolute one
+
+
+def test_first_bad_json_line_accepts_a_json_document(tmp_path):
+    path = tmp_path / "rows.json"
+    path.write_text(json.dumps([{"prompt": "a", "answer": "1"}]))
+    assert first_bad_json_line(path) is None
+    path.write_text('{"a": 1}\n\n{"a": 2}\n')
+    assert first_bad_json_line(path) is None
+    path.write_text('{"a": 1}\n{"a": 2\n')
+    assert first_bad_json_line(path)[0] == 2

@@ -282,7 +282,7 @@ def test_tokens_are_redacted(args, tmp_path, monkeypatch):
     assert "fromtheenvironment" not in text and "secret123" not in text
 
 
-def test_push_failure_message_names_the_directory_only():
+def test_push_failure_message_names_the_directory_only(tmp_path, monkeypatch):
     from huggingface_hub.errors import OfflineModeIsEnabled
 
     message = push_failure_message(
@@ -290,13 +290,18 @@ def test_push_failure_message_names_the_directory_only():
         "/home/alice/runs/smollm2-sent",
         repo_id="someone/smollm2-sent",
     )
-    assert "/home/alice" not in message
+    assert "/home/alice" not in message  # outside the current directory: the name only
     assert "'smollm2-sent'" in message
     assert "offline mode" in message
-    assert 'hf upload someone/smollm2-sent smollm2-sent --exclude "checkpoint-*"' in message
-    assert "huggingface-cli upload someone/smollm2-sent smollm2-sent" in message
-    assert "trainer.push_to_hub()" in message
+    assert "python -m sec_trl.hub --output_dir smollm2-sent --hub_model_id someone/smollm2-sent" in message
+    assert "trainer.push_to_hub()" not in message
+
+    # inside the current directory: the relative path, so the printed command works from there
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs" / "run1").mkdir(parents=True)
+    inside = push_failure_message(ConnectionError("x"), str(tmp_path / "runs" / "run1"), repo_id="me/run1")
+    assert "--output_dir runs/run1 --hub_model_id me/run1" in inside and str(tmp_path) not in inside
 
     network = push_failure_message(ConnectionError("Name or service not known"), "out")
     assert "could not be reached" in network
-    assert "hf upload <repo_id> out" in network
+    assert "--output_dir out --hub_model_id <repo_id>" in network

@@ -1,0 +1,254 @@
+"""Checks that run before anything expensive: before the semantic-entropy ranking and before a model is loaded.
+
+Each raises ``ValueError`` naming the flag and the fix, so that a bad run stops in seconds with nothing written,
+instead of after an hour of ranking or a model load.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import inspect
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+
+logger = logging.getLogger(__name__)
+
+# report_to backend -> (modules, any of which makes it importable; the pip extra / package that provides it)
+TRACKERS: dict[str, tuple[tuple[str, ...], str]] = {
+    "tensorboard": (("tensorboard", "tensorboardX"), "pip install 'sec_trl[tensorboard]'"),
+    "wandb": (("wandb",), "pip install 'sec_trl[wandb]'"),
+    "trackio": (("trackio",), "pip install 'sec_trl[trackio]'"),
+    "mlflow": (("mlflow",), "pip install mlflow"),
+    "comet_ml": (("comet_ml",), "pip install comet_ml"),
+    "clearml": (("clearml",), "pip install clearml"),
+    "neptune": (("neptune",), "pip install neptune"),
+    "dvclive": (("dvclive",), "pip install dvclive"),
+    "swanlab": (("swanlab",), "pip install swanlab"),
+    "codecarbon": (("codecarbon",), "pip install codecarbon"),
+    "azure_ml": (("azureml",), "pip install azureml-core"),
+    "flyte": (("flytekit",), "pip install flytekit"),
+    "dagshub": (("dagshub",), "pip install dagshub"),
+}
+
+BUILTIN_REWARDS = ("accuracy", "format")
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# trackers
+
+
+def check_report_to(report_to: str | Sequence[str] | None) -> None:
+    """Every ``--report_to`` backend can be imported; else ``ValueError`` with the install command."""
+    names = [report_to] if isinstance(report_to, str) else list(report_to or [])
+    for name in names:
+        if name in ("none", "all") or name not in TRACKERS:
+            continue  # "all" means what is installed; an unknown name is transformers' own error
+        modules, install = TRACKERS[name]
+        if not any(importlib.util.find_spec(module) is not None for module in modules):
+            raise ValueError(
+                f"--report_to {name}: the {modules[0]!r} package is not installed. Install it ({install}) or drop "
+                f"{name!r} from --report_to (e.g. --report_to none)."
+            )
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# reward functions
+
+
+def build_reward_funcs(names: Sequence[str], answer_column: str, script_args: Any = None) -> list:
+    """TRL's `reward_funcs` from ``--reward_funcs`` names, each checked before any model is loaded.
+
+    - ``accuracy``: :func:`sec_trl.rewards.make_accuracy_reward` reading ``answer_column``;
+    - ``format``: :func:`sec_trl.rewards.format_reward`;
+    - a Hub model id or a local directory (has a ``/``, or is a directory): a reward model, passed to TRL as is
+      (TRL loads it with ``AutoModelForSequenceClassification``); dots are fine (``org/Model-3.1-8B``);
+    - a dotted import path ``module.function`` (no ``/``): **imports and runs your code**; the object must be a
+      callable that accepts ``completions`` as a keyword argument (TRL calls ``f(prompts=, completions=, ...)``).
+    """
+    from .rewards import format_reward, make_accuracy_reward
+
+    timeout = getattr(script_args, "answer_timeout", 5.0)
+    funcs: list = []
+    for name in names:
+        if name == "accuracy":
+            funcs.append(make_accuracy_reward(answer_column, timeout=timeout))
+        elif name == "format":
+            funcs.append(format_reward)
+        elif "/" in name or os.path.isdir(name):
+            funcs.append(name)  # a reward model: TRL loads it
+        elif "." in name:
+            funcs.append(import_reward_function(name))
+        else:
+            raise ValueError(
+                f"reward_funcs: unknown reward {name!r}; use {' or '.join(map(repr, BUILTIN_REWARDS))}, a dotted "
+                "import path such as 'my_module.my_reward' or 'trl.rewards.accuracy_reward', or a reward model's "
+                "Hub id / local directory."
+            )
+    return funcs
+
+
+def import_reward_function(path: str) -> Callable:
+    """``module.attribute`` imported (the current directory is importable, as in TRL's scripts) and checked."""
+    module_path, attribute = path.rsplit(".", 1)
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_path)
+    except ImportError as e:
+        raise ValueError(f"reward_funcs: cannot import module {module_path!r} for {path!r}: {e}") from e
+    if not hasattr(module, attribute):
+        raise ValueError(f"reward_funcs: module {module_path!r} has no attribute {attribute!r}.")
+    func = getattr(module, attribute)
+    check_reward_callable(func, path)
+    return func
+
+
+def check_reward_callable(func: Any, shown: str) -> None:
+    """``func`` can be called as TRL calls reward functions: keyword ``completions`` (plus other columns)."""
+    if inspect.isclass(func) or not callable(func):
+        kind = "a class" if inspect.isclass(func) else f"a {type(func).__name__}"
+        raise ValueError(
+            f"reward_funcs: {shown!r} is {kind}, not a reward function. TRL calls each reward function as "
+            "f(prompts=..., completions=..., completion_ids=..., **dataset_columns) and expects one float (or None) "
+            "per completion."
+        )
+    try:
+        params = inspect.signature(func).parameters.values()
+    except (TypeError, ValueError):  # a builtin without a signature: let TRL try it
+        return
+    takes_kwargs = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
+    names = {p.name for p in params if p.kind is not inspect.Parameter.POSITIONAL_ONLY}
+    if "completions" not in names and not takes_kwargs:
+        raise ValueError(
+            f"reward_funcs: {shown!r} does not accept a 'completions' keyword argument (its parameters: "
+            f"{sorted(names)}). TRL calls reward functions as f(prompts=..., completions=..., **dataset_columns)."
+        )
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# curriculum
+
+
+def _dummy_sampler(num_prompts: int, args):
+    """The curriculum sampler the trainer will build, on placeholder entropies (stage sizes depend only on counts)."""
+    from .curriculum import CurriculumSampler
+
+    num_generations = args.num_generations
+    return CurriculumSampler(
+        range(num_prompts),
+        [0.0] * num_prompts,
+        mini_repeat_count=num_generations,
+        batch_size=args.generation_batch_size // num_generations,
+        repeat_count=args.num_iterations * args.steps_per_generation,
+        num_stages=args.curriculum_stages,
+        epochs_per_stage=args.curriculum_epochs_per_stage,
+        shuffle_within_stage=False,
+        seed=max(int(args.seed), 0),
+    )
+
+
+def check_curriculum_fits(num_prompts: int, args) -> None:
+    """Every curriculum stage holds at least one generation batch (else ``ValueError`` naming the fields)."""
+    try:
+        _dummy_sampler(num_prompts, args)
+    except ValueError as e:
+        raise ValueError(
+            f"--curriculum true with {num_prompts} training prompts, curriculum_stages={args.curriculum_stages} and "
+            f"generation_batch_size={args.generation_batch_size} (num_generations={args.num_generations}): {e}"
+        ) from e
+
+
+def warn_if_curriculum_is_cut(num_prompts: int, args) -> int | None:
+    """Warn when ``max_steps`` ends the run before the curriculum's last stage starts; return the optimizer step at
+    which that stage starts (None without max_steps or with one stage)."""
+    if args.max_steps is None or args.max_steps <= 0 or args.curriculum_stages < 2:
+        return None
+    sampler = _dummy_sampler(num_prompts, args)
+    last = sampler.num_stages - 1
+    first_chunk = next(i for i, info in enumerate(sampler.schedule()) if info["stage"] == last)
+    # each rollout batch (chunk) feeds num_iterations * steps_per_generation micro-batches
+    micro = first_chunk * args.num_iterations * args.steps_per_generation
+    start_step = micro // args.gradient_accumulation_steps + 1
+    if args.max_steps < start_step:
+        logger.warning(
+            "max_steps=%d ends the run before the curriculum's last stage (stage %d of %d starts at optimizer step "
+            "%d): the highest-semantic-entropy prompts are never trained on. Raise --max_steps, or use fewer "
+            "--curriculum_stages / --curriculum_epochs_per_stage.",
+            args.max_steps,
+            last,
+            sampler.num_stages,
+            start_step,
+        )
+    return start_step
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# resume
+
+
+def checkpoint_problem(folder: str | os.PathLike) -> str | None:
+    """Why ``folder`` is not a complete Trainer checkpoint, or None when it is.
+
+    Trainer writes ``trainer_state.json`` last (after the weights, optimizer, scheduler and RNG states), so a
+    checkpoint whose save was interrupted has none, or an unreadable one; leftover ``*.tmp`` files mark an
+    interrupted write too.
+    """
+    folder = Path(folder)
+    state = folder / "trainer_state.json"
+    if not state.is_file():
+        return "no trainer_state.json (the save was interrupted)"
+    try:
+        json.loads(state.read_text())
+    except ValueError:
+        return "trainer_state.json is truncated (the save was interrupted)"
+    temps = sorted(p.name for p in folder.glob("*.tmp"))
+    if temps:
+        return f"unfinished temporary file(s) {temps[:3]}"
+    return None
+
+
+def latest_complete_checkpoint(output_dir: str | os.PathLike) -> str | None:
+    """The newest complete ``checkpoint-N`` in ``output_dir`` (incomplete ones are skipped with a warning)."""
+    from transformers.trainer_utils import get_last_checkpoint, sort_checkpoints
+
+    if not os.path.isdir(output_dir) or get_last_checkpoint(str(output_dir)) is None:
+        return None
+    for folder in reversed(sort_checkpoints(str(output_dir))):
+        problem = checkpoint_problem(folder)
+        if problem is None:
+            return folder
+        logger.warning("Skipping incomplete checkpoint %s: %s.", Path(folder).name, problem)
+    return None
+
+
+def resolve_resume(resume_from_checkpoint: str | bool | None, output_dir: str) -> str | None:
+    """What to pass to ``trainer.train(resume_from_checkpoint=...)``: None (start fresh), or a complete checkpoint.
+
+    ``true`` / ``latest`` / ``yes`` / ``1``: the newest complete checkpoint in ``output_dir`` (an interrupted save
+    is skipped); ``ValueError`` when there is none. A path: that checkpoint, which must be complete.
+    """
+    if resume_from_checkpoint in (None, False, "", "false", "False", "no", "0"):
+        return None
+    if resume_from_checkpoint is True or str(resume_from_checkpoint).lower() in ("true", "latest", "yes", "1"):
+        found = latest_complete_checkpoint(output_dir)
+        if found is None:
+            raise ValueError(
+                f"--resume_from_checkpoint {resume_from_checkpoint}: no complete checkpoint-N folder in --output_dir "
+                f"{Path(output_dir).name!r}. Check --output_dir, or drop --resume_from_checkpoint to start afresh."
+            )
+        logger.info("Resuming from %s.", Path(found).name)
+        return found
+    problem = checkpoint_problem(resume_from_checkpoint)
+    if problem is not None:
+        raise ValueError(
+            f"--resume_from_checkpoint {Path(str(resume_from_checkpoint)).name}: not a complete checkpoint "
+            f"({problem}). Use --resume_from_checkpoint true to take the newest complete one."
+        )
+    return str(resume_from_checkpoint)
