@@ -91,6 +91,7 @@ TRAINING_CURVES: tuple[tuple[str, str, str], ...] = (
     ("reward", "Reward", "reward.png"),
     ("entropy", "Token entropy", "entropy.png"),
     ("semantic_entropy/mean", "Online semantic entropy", "semantic_entropy.png"),
+    ("eval_reward", "Held-out reward (evaluation)", "eval_reward.png"),
 )
 
 FRAMEWORKS = ("sec_trl", "trl", "transformers", "torch", "datasets", "peft")
@@ -292,6 +293,23 @@ def _metric_summary(log_history: Sequence[dict]) -> list[dict[str, Any]]:
     return rows
 
 
+def _evaluation_rows(log_history: Sequence[dict]) -> list[dict[str, Any]]:
+    """The last held-out value of the total reward and of each reward function's mean (`--eval_strategy`)."""
+    keys = [
+        key
+        for key in dict.fromkeys(k for entry in log_history for k in entry)
+        if key == "eval_reward" or (key.startswith("eval_rewards/") and key.endswith("/mean"))
+    ]
+    rows = []
+    for key in keys:
+        points = _series(log_history, key)
+        if points:
+            rows.append(
+                {"key": key, "step": int(points[-1][0]), "value": _fmt_number(points[-1][1]), "n": len(points)}
+            )
+    return rows
+
+
 # --------------------------------------------------------------------------------------------------------------------
 # the card
 
@@ -344,6 +362,34 @@ def _copy_se_histogram(se_histogram: str | os.PathLike | None, assets: Path) -> 
     return f"{ASSETS_DIRNAME}/{SE_HISTOGRAM_FILENAME}" if target.is_file() else None
 
 
+def _default_model_name(repo_id: str | None, base: dict[str, Any]) -> str:
+    if repo_id:
+        return repo_id.split("/")[-1]
+    return f"{base['short']}-SENT" if base["short"] else "SENT model"
+
+
+def _run_variables(args, log_history, assets: Path, se_histogram, tracker_links) -> dict[str, Any]:
+    """The template variables that describe the run: settings, curves, evaluation, histogram, trackers."""
+    titles = {filename: title for _, title, filename in TRAINING_CURVES}
+    regularizer = getattr(args, "token_regularizer", None)
+    return {
+        "kl_term_is_inert": bool(getattr(args, "kl_term_is_inert", False)) and regularizer in ("sent", "kl_cov"),
+        "sent_settings": _settings_rows(args, SENT_SETTINGS),
+        "curriculum_settings": _settings_rows(args, CURRICULUM_SETTINGS),
+        "se_histogram": _copy_se_histogram(se_histogram, assets),
+        "curves": [
+            {"title": titles[filename], "path": f"{ASSETS_DIRNAME}/{filename}"}
+            for filename in plot_training_curves(log_history, assets)
+        ],
+        "metric_summary": _metric_summary(log_history),
+        "evaluation": _evaluation_rows(log_history),
+        "tracker_links": [{"name": name, "url": url} for name, url in tracker_links if url],
+        "example_max_new_tokens": getattr(args, "max_completion_length", None) or 256,
+        "sent_citation": SENT_CITATION,
+        "trl_citation": TRL_CITATION,
+    }
+
+
 def render_model_card(
     *,
     output_dir: str | os.PathLike,
@@ -357,6 +403,7 @@ def render_model_card(
     model_name: str | None = None,
     tags: Iterable[str] | None = None,
     template_path: str | os.PathLike | None = None,
+    tracker_links: Sequence[tuple[str, str]] = (),
 ) -> str:
     """Render the SENT model card into `output_dir/README.md`, with its images in `output_dir/assets/`.
 
@@ -375,6 +422,8 @@ def render_model_card(
         model_name: the card's title; defaults to the repository name, else `<base model>-SENT`.
         tags: extra metadata tags, added to trl, grpo, sent, sec_trl.
         template_path: a Jinja2 template to use instead of `model_cards/sent_model_card.md.j2`.
+        tracker_links: (name, URL) of the experiment-tracker runs (Weights & Biases, Trackio, Comet), linked from
+            the card as TRL's cards do.
 
     Returns:
         The card's text, as written.
@@ -393,59 +442,34 @@ def render_model_card(
 
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    assets = out / ASSETS_DIRNAME
     secrets = _secrets_of(args)
-
     base = _describe_source(base_model, missing="not recorded")
     data = _describe_source(dataset_name, missing="not recorded")
     repo_id = hub_model_id or getattr(args, "hub_model_id", None)
     repo_id = _redact(repo_id, secrets) if repo_id and not _is_local_path(repo_id) else None
     is_adapter = (out / "adapter_config.json").is_file()
-    if model_name is None:
-        if repo_id:
-            model_name = repo_id.split("/")[-1]
-        elif base["short"]:
-            model_name = f"{base['short']}-SENT"
-        else:
-            model_name = "SENT model"
-
-    titles = {filename: title for _, title, filename in TRAINING_CURVES}
-    curves = [
-        {"title": titles[filename], "path": f"{ASSETS_DIRNAME}/{filename}"}
-        for filename in plot_training_curves(log_history, assets)
-    ]
-    card_tags = list(dict.fromkeys([*CARD_TAGS, *(tags or [])]))
     card_data = ModelCardData(
         library_name="transformers",
         pipeline_tag="text-generation",
-        tags=card_tags,
+        tags=list(dict.fromkeys([*CARD_TAGS, *(tags or [])])),
         base_model=base["hub_id"],
         datasets=[data["hub_id"]] if data["hub_id"] else None,
         license=license,
     )
-    regularizer = getattr(args, "token_regularizer", None)
     card = ModelCard.from_template(
         card_data,
         template_path=str(template),
-        model_name=model_name,
+        model_name=model_name or _default_model_name(repo_id, base),
         base_model_hub_id=base["hub_id"],
         base_model_shown=base["shown"],
         dataset_hub_id=data["hub_id"],
         dataset_shown=data["shown"],
         is_adapter=is_adapter,
         license=license,
-        kl_term_is_inert=bool(getattr(args, "kl_term_is_inert", False)) and regularizer in ("sent", "kl_cov"),
-        sent_settings=_settings_rows(args, SENT_SETTINGS),
-        curriculum_settings=_settings_rows(args, CURRICULUM_SETTINGS),
-        se_histogram=_copy_se_histogram(se_histogram, assets),
-        curves=curves,
-        metric_summary=_metric_summary(log_history),
         repo_id=repo_id or REPO_ID_PLACEHOLDER,
         repo_id_known=repo_id is not None,
-        example_max_new_tokens=getattr(args, "max_completion_length", None) or 256,
         framework_versions=_framework_versions(is_adapter),
-        sent_citation=SENT_CITATION,
-        trl_citation=TRL_CITATION,
+        **_run_variables(args, log_history, out / ASSETS_DIRNAME, se_histogram, tracker_links),
     )
     text = _redact(str(card), secrets)
 

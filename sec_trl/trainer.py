@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import textwrap
 import warnings
 
@@ -83,6 +84,8 @@ class SETGRPOTrainer(GRPOTrainer):
             validate_semantic_entropy_column(kwargs["train_dataset"], args.curriculum_se_column)
         self._curriculum_sampler: CurriculumSampler | None = None
         super().__init__(model, reward_funcs, args=args, **kwargs)
+        # the base model as the card shows it: the embedded copy by name, a Hub id as is, a local path by its name
+        self._card_base_model = card_model_name(model if isinstance(model, str) else get_config_model_id(model.config))
         if args.token_regularizer in ("sent", "kl_cov") and args.kl_term_is_inert:
             message = INERT_WARNING.format(
                 reg=args.token_regularizer,
@@ -96,7 +99,10 @@ class SETGRPOTrainer(GRPOTrainer):
 
     def create_model_card(self, model_name=None, dataset_name=None, tags=None, **kwargs):
         """The SENT card rendered from `model_cards/` (never TRL's generic one): `push_to_hub` and checkpoint saves
-        call this. `self.model_card_info` (set by train.py) supplies display names that hide local paths."""
+        call this. The base model is recorded from `model`; name the training data with
+        `create_model_card(dataset_name="org/dataset")` (or `trainer.model_card_info = {"dataset_name": ...,
+        "base_model": ..., "se_histogram": ...}`, as train.py does). Tracker runs (wandb, Trackio, Comet) are
+        linked as in TRL's cards."""
         if not self.is_world_process_zero():
             return
         from .model_card import render_model_card
@@ -106,12 +112,13 @@ class SETGRPOTrainer(GRPOTrainer):
             output_dir=self.args.output_dir,
             args=self.args,
             log_history=self.state.log_history,
-            base_model=info.get("base_model") or get_config_model_id(self.model.config),
+            base_model=info.get("base_model") or self._card_base_model,
             dataset_name=dataset_name or info.get("dataset_name"),
             hub_model_id=self.args.hub_model_id,
             se_histogram=info.get("se_histogram"),
             license=info.get("license"),
             tags=[tags] if isinstance(tags, str) else tags,
+            tracker_links=tracker_links(),
         )
 
     def _get_train_sampler(self, dataset=None):
@@ -527,3 +534,38 @@ class SETGRPOTrainer(GRPOTrainer):
         return loss
 
     # During eval, Trainer calls prediction_step. If no labels are present in the inputs, it only runs forward and
+
+
+def card_model_name(name_or_path: str | None) -> str | None:
+    """How a model appears in the card: the embedded copy by its name, a Hub id as is, a local path by its base
+    name (never the path)."""
+    from .embedded import EMBEDDED_MODEL_NAME, default_cache_dir, is_embedded_model
+    from .script_args import display_name
+
+    if name_or_path is None:
+        return None
+    text = str(name_or_path)
+    if is_embedded_model(text) or os.path.realpath(text) == os.path.realpath(default_cache_dir()):
+        return EMBEDDED_MODEL_NAME
+    return display_name(text)
+
+
+def tracker_links() -> list[tuple[str, str]]:
+    """(name, URL) of the active experiment-tracker runs, found the way TRL's model cards find them."""
+    from transformers import is_wandb_available
+    from trl.trainer.utils import get_comet_experiment_url, get_trackio_space_url
+
+    links = []
+    if is_wandb_available():
+        import wandb
+
+        if wandb.run is not None:
+            links.append(("Weights & Biases", wandb.run.url))
+    for name, get_url in (("Trackio", get_trackio_space_url), ("Comet", get_comet_experiment_url)):
+        try:
+            url = get_url()
+        except Exception:  # a tracker that is installed but not running
+            url = None
+        if url:
+            links.append((name, url))
+    return links
