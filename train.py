@@ -96,7 +96,7 @@ def main(script_args: SENTScriptArguments, training_args, model_args) -> None:
     eval_dataset = load_eval_dataset(script_args, training_args)
     reward_funcs = build_reward_funcs(script_args.reward_funcs, script_args.dataset_answer_column, script_args)
     if training_args.curriculum:
-        check_curriculum_fits(len(train_dataset), training_args)
+        check_curriculum_fits(len(train_dataset), training_args, train_dataset)
         warn_if_curriculum_is_cut(len(train_dataset), training_args)
     resume = resolve_resume(training_args.resume_from_checkpoint, training_args.output_dir)
     logger.info("dataset: %s, %d prompts", script_args.dataset_shown(), len(train_dataset))

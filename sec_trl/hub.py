@@ -96,6 +96,14 @@ def _scrub(value: Any, roots: Sequence[str], base_model: str | None, key: str | 
     return value
 
 
+def _scrub_text(text: str, roots: Sequence[str]) -> str:
+    """``text`` with every path under a local root replaced by its base name."""
+    for root in roots:
+        pattern = re.compile(_path_pattern(root).pattern[: -len(_PATH_END)] + r"(?:/[^\s\"'`,;)\]}]*)?")
+        text = pattern.sub(lambda m: Path(m.group(0).rstrip("/")).name or "local", text)
+    return text
+
+
 def find_leaks(folder: str | os.PathLike, roots: Sequence[str], secrets: Sequence[str] = ()) -> list[str]:
     """``"file: what"`` for every text file under ``folder`` that holds a local root or a secret."""
     leaks = []
@@ -112,7 +120,10 @@ def find_leaks(folder: str | os.PathLike, roots: Sequence[str], secrets: Sequenc
 
 def _path_pattern(root: str) -> re.Pattern:
     """``root`` as a path in text: not inside a URL or a longer name (``example.com/work/x`` is not ``/work``)."""
-    return re.compile(r"(?<![\w.:/-])" + re.escape(root) + r"(?=[/\\\"'\s,;)\]}]|$)")
+    return re.compile(r"(?<![\w./-])" + re.escape(root) + _PATH_END)
+
+
+_PATH_END = r"(?=[/\\\"'\s,;)\]}]|$)"
 
 
 def stage_for_upload(
@@ -134,13 +145,16 @@ def stage_for_upload(
             continue
         target = staging / relative
         target.parent.mkdir(parents=True, exist_ok=True)
-        if path.suffix.lower() == ".json" and path.stat().st_size <= _MAX_TEXT_BYTES:
+        suffix, small = path.suffix.lower(), path.stat().st_size <= _MAX_TEXT_BYTES
+        if suffix == ".json" and small:
             try:
                 data = json.loads(path.read_text(encoding="utf-8"))
             except ValueError:
-                shutil.copyfile(path, target)
+                target.write_text(_scrub_text(path.read_text(encoding="utf-8", errors="replace"), roots))
                 continue
             target.write_text(json.dumps(_scrub(data, roots, base_model), indent=2, ensure_ascii=False) + "\n")
+        elif suffix in TEXT_SUFFIXES and small:  # e.g. the README.md peft writes into each adapter checkpoint
+            target.write_text(_scrub_text(path.read_text(encoding="utf-8", errors="replace"), roots))
         else:
             try:
                 os.link(path, target)  # no copy of multi-GB weights

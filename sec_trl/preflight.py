@@ -154,8 +154,13 @@ def _dummy_sampler(num_prompts: int, args):
     )
 
 
-def check_curriculum_fits(num_prompts: int, args) -> None:
-    """Every curriculum stage holds at least one generation batch (else ``ValueError`` naming the fields)."""
+def check_curriculum_fits(num_prompts: int, args, dataset=None) -> None:
+    """Every curriculum stage holds at least one generation batch, and a semantic-entropy column already in
+    ``dataset`` is numeric, finite and non-negative (else ``ValueError`` naming the fields)."""
+    from .curriculum import validate_semantic_entropy_column
+
+    if dataset is not None and args.curriculum_se_column in dataset.column_names:
+        validate_semantic_entropy_column(dataset, args.curriculum_se_column)
     try:
         _dummy_sampler(num_prompts, args)
     except ValueError as e:
