@@ -254,7 +254,8 @@ def test_bad_data_files_name_the_file_and_line(tmp_path, name, content, message)
 def test_resume_skips_a_checkpoint_whose_save_was_interrupted(tiny_model_dir, tmp_path):
     data = _write_jsonl(tmp_path / "d.jsonl", _math_rows(8, "prompt", "answer"))
     base = ["--model_name_or_path", tiny_model_dir, "--dataset_name", data, "--output_dir", "o", *TINY]
-    base += ["--save_strategy", "steps", "--save_steps", "1", "--logging_steps", "1"]
+    # one rollout batch feeds two optimizer steps: rewards are logged on the generating steps 1, 3, ...
+    base += ["--save_strategy", "steps", "--save_steps", "1", "--logging_steps", "1", "--steps_per_generation", "2"]
     first = _run([*base, "--max_steps", "2"], tmp_path)
     assert first.returncode == 0, first.stderr[-3000:]
     # what a SIGKILL during the second save leaves: no trainer_state.json, a half-written temporary file
@@ -269,6 +270,11 @@ def test_resume_skips_a_checkpoint_whose_save_was_interrupted(tiny_model_dir, tm
     assert state["global_step"] == 3
     steps = [entry["step"] for entry in state["log_history"] if "loss" in entry]
     assert steps == [1, 2, 3]  # step 1 from the first run, steps 2-3 redone from checkpoint-1
+    # the rollout buffered at checkpoint-1 (half used) is not saved: the resumed run generates again at step 2
+    generated = [entry["step"] for entry in state["log_history"] if "reward" in entry]
+    first_state = json.loads((tmp_path / "o" / "checkpoint-1" / "trainer_state.json").read_text())
+    assert [e["step"] for e in first_state["log_history"] if "reward" in e] == [1]
+    assert generated == [1, 2], generated
 
 
 # --------------------------------------------------------------------------------------------------------------------
