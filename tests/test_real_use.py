@@ -322,3 +322,29 @@ def test_staging_refuses_a_token_and_scrubs_paths_in_any_json(tmp_path):
     args = Namespace(hub_token="hf_abcdefghijklmnop", output_dir=str(folder))
     with pytest.raises(ValueError, match="notes.txt: a token"):
         stage_for_upload(folder, tmp_path / "s2", args=args)
+
+
+def test_card_links_tracker_runs_and_reports_the_last_evaluation(tmp_path):
+    from sec_trl import SETGRPOConfig
+    from sec_trl.model_card import render_model_card
+
+    args = SETGRPOConfig(output_dir=str(tmp_path), report_to="none")
+    history = [
+        {"step": 1, "reward": 0.1, "entropy": 2.0},
+        {"step": 2, "eval_reward": 0.25, "eval_rewards/accuracy_reward/mean": 0.25},
+        {"step": 4, "eval_reward": 0.5, "eval_rewards/accuracy_reward/mean": 0.5},
+    ]
+    card = render_model_card(
+        output_dir=tmp_path,
+        args=args,
+        log_history=history,
+        base_model="Qwen/Qwen2.5-0.5B-Instruct",
+        dataset_name="open-r1/DAPO-Math-17k-Processed",
+        hub_model_id="me/run",
+        tracker_links=[("Weights & Biases", "https://wandb.ai/me/proj/runs/abc"), ("Comet", None)],
+    )
+    assert "| `eval_rewards/accuracy_reward/mean` | 4 | 0.5000 | 2 |" in card
+    assert "| `eval_reward` | 4 | 0.5000 | 2 |" in card
+    assert "**Experiment tracking:** [Weights & Biases](https://wandb.ai/me/proj/runs/abc)" in card
+    assert "Comet" not in card
+    assert (tmp_path / "assets" / "eval_reward.png").read_bytes().startswith(b"\x89PNG")
