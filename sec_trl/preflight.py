@@ -143,7 +143,7 @@ def _dummy_sampler(num_prompts: int, args):
     num_generations = args.num_generations
     return CurriculumSampler(
         range(num_prompts),
-        [0.0] * num_prompts,
+        [float(i) for i in range(num_prompts)],  # distinct, so no tie warning; stage sizes depend on counts only
         mini_repeat_count=num_generations,
         batch_size=args.generation_batch_size // num_generations,
         repeat_count=args.num_iterations * args.steps_per_generation,

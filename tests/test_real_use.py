@@ -348,3 +348,22 @@ def test_card_links_tracker_runs_and_reports_the_last_evaluation(tmp_path):
     assert "**Experiment tracking:** [Weights & Biases](https://wandb.ai/me/proj/runs/abc)" in card
     assert "Comet" not in card
     assert (tmp_path / "assets" / "eval_reward.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_max_steps_inside_the_first_stage_is_warned(caplog):
+    from sec_trl import SETGRPOConfig
+    from sec_trl.preflight import warn_if_curriculum_is_cut
+
+    # the embedded recipe's batch: a rollout is 8 completions x 2 micro-steps = 16 completions = 4 prompts x 4
+    # generations, used for 2 optimizer steps (1 micro-step each). 512 prompts in 2 stages of 256 = 64 rollouts
+    # each: stage 1 starts after 64 x 2 = 128 optimizer steps, at step 129.
+    common = dict(output_dir="o", report_to="none", num_generations=4, per_device_train_batch_size=8)
+    common.update(steps_per_generation=2, gradient_accumulation_steps=1, curriculum=True, curriculum_stages=2)
+    with caplog.at_level("WARNING", logger="sec_trl.preflight"):
+        assert warn_if_curriculum_is_cut(512, SETGRPOConfig(max_steps=12, **common)) == 129
+    assert "max_steps=12 ends the run before the curriculum's last stage" in caplog.text
+    assert "starts at optimizer step 129" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="sec_trl.preflight"):
+        assert warn_if_curriculum_is_cut(512, SETGRPOConfig(max_steps=300, **common)) == 129
+    assert caplog.text == ""  # nor the sampler's tie warning: the placeholder entropies are distinct
