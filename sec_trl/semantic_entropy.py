@@ -26,14 +26,8 @@ from collections import Counter
 from collections.abc import Hashable, Sequence
 from typing import Any
 
-from sec_trl.answer_checking import (
-    MAX_ANSWER_CHARS,
-    AnswerChecker,
-    _as_number,
-    _normalize,
-    extract_final_answer,
-    get_default_checker,
-)
+from sec_trl.answer_checking import AnswerChecker, get_default_checker
+from sec_trl.answer_extraction import MAX_ANSWER_CHARS, extract_final_answer, normalize_answer, parse_number
 from sec_trl.rewards import completion_text
 
 
@@ -150,8 +144,8 @@ def _math_key(answer: str) -> Hashable:
     ``\\dfrac``, math delimiters removed). Both are exactly the checker's own fast-path rules, so a shared key never
     puts together two answers the checker would call different.
     """
-    norm = _normalize(answer)
-    number = _as_number(norm)
+    norm = normalize_answer(answer)
+    number = parse_number(norm)
     if number is not None:
         value, _exact = number
         return ("number", value)
@@ -235,7 +229,7 @@ def cluster_answers(
     elif len(answers) != len(completions):
         raise ValueError(f"got {len(completions)} completions but {len(answers)} answers")
     if method == "exact":
-        return _cluster_by_key(answers, lambda a: _normalize(a))
+        return _cluster_by_key(answers, lambda a: normalize_answer(a))
     return _cluster_math(answers, checker if checker is not None else get_default_checker())
 
 
@@ -279,7 +273,7 @@ def _cluster_math(answers: Sequence[str | None], checker: AnswerChecker) -> list
             for i, rep in enumerate(representatives):
                 # The checker's symmetric comparison of two extracted answers (what `equivalent` does after
                 # extraction): fast path in-process, math-verify in its worker only when that cannot decide.
-                if rep is not None and checker._decide([(rep, answer, True)])[0]:
+                if rep is not None and checker.decide([(rep, answer, True)])[0]:
                     cluster = i
                     break
             if cluster is None:
