@@ -187,7 +187,7 @@ def load_prompt_dataset(
     Validation (:func:`validate_prompt_dataset`) runs here, before any model is loaded, and raises ``ValueError``
     naming the column and the flag that fixes it.
     """
-    ds = _load_raw(name_or_path, split=split, config=config)
+    ds = load_raw_dataset(name_or_path, split=split, config=config)
     return validate_prompt_dataset(
         ds,
         prompt_column,
@@ -206,7 +206,13 @@ def _looks_like_path(name: str) -> bool:
     )
 
 
-def _load_raw(name_or_path: str, *, split: str, config: str | None) -> Dataset:
+def load_raw_dataset(name_or_path: str, *, split: str, config: str | None) -> Dataset:
+    """One split of a dataset, as stored, without validation (:func:`load_prompt_dataset` validates it).
+
+    ``name_or_path`` is a local ``.json`` / ``.jsonl`` / ``.parquet`` / ``.csv`` file, a ``save_to_disk`` directory
+    (``split`` picks a DatasetDict's split), another local directory of data files, or a Hub dataset name. Used by
+    the ranking command line for datasets without reference answers.
+    """
     path = Path(name_or_path).expanduser()
     if path.is_file():
         builder = LOCAL_FILE_BUILDERS.get(path.suffix.lower())

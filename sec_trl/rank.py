@@ -1324,9 +1324,9 @@ def _load_cli_dataset(args: RankScriptArguments, answer_column: str | None):
         prompt_column, answer = "prompt", "answer"
     else:
         if answer_column is None:
-            from sec_trl.data import _load_raw
+            from sec_trl.data import load_raw_dataset
 
-            dataset = _load_raw(args.dataset, split=args.dataset_split, config=args.dataset_config)
+            dataset = load_raw_dataset(args.dataset, split=args.dataset_split, config=args.dataset_config)
             prompt_column, answer = args.dataset_prompt_column, None
         else:
             dataset = load_prompt_dataset(
