@@ -158,11 +158,6 @@ def _wordset(text: str) -> frozenset[str]:
     return frozenset(token.lower() for token in wordpunct_tokenize(text))
 
 
-def _jaccard(a: frozenset[str], b: frozenset[str]) -> float:
-    union = len(a | b)
-    return len(a & b) / union if union else 0.0
-
-
 def cluster_answers(
     completions: Sequence[Any],
     method: str = "math",
@@ -285,6 +280,8 @@ def _cluster_math(answers: Sequence[str | None], checker: AnswerChecker) -> list
 
 
 def _cluster_lexical(texts: Sequence[str], threshold: float) -> list[int]:
+    from nltk.metrics.distance import jaccard_distance
+
     ids: list[int] = []
     representatives: list[frozenset[str] | None] = []
     for text in texts:
@@ -294,7 +291,7 @@ def _cluster_lexical(texts: Sequence[str], threshold: float) -> list[int]:
             for i, rep in enumerate(representatives):
                 if rep is None:
                     continue
-                overlap = _jaccard(words, rep)
+                overlap = 1.0 - jaccard_distance(words, rep)  # both non-empty: no 0/0
                 if overlap >= threshold and overlap > best_overlap:
                     best, best_overlap = i, overlap
         if best is None:
