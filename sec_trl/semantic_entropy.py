@@ -6,7 +6,8 @@ the same thing into clusters, and orders prompts by the entropy of the cluster d
 - :func:`discrete_semantic_entropy`: ``SE = -sum_k (n_k/N) ln(n_k/N)`` (natural log; ``0`` for one cluster,
   ``ln N`` for N singletons);
 - :func:`weighted_semantic_entropy`: each response weighted by its normalised sequence likelihood,
-  ``p(C_k) = sum_{i in C_k} softmax(loglik)_i``, ``SE = -sum_k p(C_k) ln p(C_k)`` (Kuhn et al. 2023).
+  ``p(C_k) = sum_{i in C_k} softmax(loglik_i / length_i)``, ``SE = -sum_k p(C_k) ln p(C_k)`` (Kuhn et al. 2023,
+  Farquhar et al. 2024: length-normalised, the mean token log-likelihood).
 
 :func:`cluster_answers` turns N completions into cluster ids numbered by first appearance (``0, 1, 2, ...``).
 
@@ -22,6 +23,7 @@ Nothing here loads a model. Example:
 from __future__ import annotations
 
 import math
+import numbers
 from collections import Counter
 from collections.abc import Hashable, Sequence
 from typing import Any
@@ -84,16 +86,27 @@ def discrete_semantic_entropy(cluster_ids: Sequence[Hashable]) -> float:
     return _entropy_of_masses([count / n for count in Counter(ids).values()])
 
 
-def weighted_semantic_entropy(cluster_ids: Sequence[Hashable], sequence_logprobs: Sequence[float]) -> float:
-    """Probability-weighted semantic entropy: ``p(C_k) = sum_{i in C_k} softmax(sequence_logprobs)_i``.
+def weighted_semantic_entropy(
+    cluster_ids: Sequence[Hashable],
+    sequence_logprobs: Sequence[float],
+    lengths: Sequence[int] | None = None,
+) -> float:
+    """Probability-weighted semantic entropy: ``p(C_k) = sum_{i in C_k} softmax(scores)_i``, ``SE = -sum p ln p``.
 
-    ``sequence_logprobs[i]`` is the log-likelihood of response ``i`` (the sum of its token log-probabilities).
-    The softmax is computed stably (max subtracted, in float64), so log-likelihoods of -5000 work. Equal
-    log-likelihoods give exactly :func:`discrete_semantic_entropy` up to rounding.
+    ``sequence_logprobs[i]`` is the log-likelihood of response ``i`` (the sum of its token log-probabilities). With
+    ``lengths`` (``lengths[i]`` = the number of tokens that sum covers) each score is the length-normalised
+    ``sequence_logprobs[i] / lengths[i]``, the mean token log-likelihood, as Farquhar et al. (2024) and Kuhn et al.
+    (2023) compute it; without, the score is the sum itself. Why it matters: sums of responses hundreds of tokens
+    long differ by tens to hundreds of nats, so the softmax over sums puts all the mass on one response and the SE
+    is ~0 whatever the clusters; means differ by a fraction of a nat.
+
+    The softmax is computed stably (max subtracted, in float64), so scores of -5000 work. Equal scores give exactly
+    :func:`discrete_semantic_entropy` up to rounding.
 
     Raises:
-        ValueError: when the two sequences differ in length, are empty, or a log-likelihood is NaN or infinite
-            (a NaN/inf would otherwise turn into a silently wrong entropy; callers decide how to fall back).
+        ValueError: when the sequences differ in length, are empty, a log-likelihood is NaN or infinite, or a length
+            is not a positive integer (a NaN/inf would otherwise turn into a silently wrong entropy; callers decide
+            how to fall back).
 
     Examples:
         >>> round(weighted_semantic_entropy([0, 1], [0.0, 0.0]), 6) == round(math.log(2), 6)
@@ -102,28 +115,50 @@ def weighted_semantic_entropy(cluster_ids: Sequence[Hashable], sequence_logprobs
         >>> expected = -(p * math.log(p) + (1 - p) * math.log(1 - p))
         >>> abs(weighted_semantic_entropy([0, 1], [-1.0, -2.0]) - expected) < 1e-12
         True
+        >>> # the same mean token log-likelihood (-0.5) over 100 and 400 tokens: equal weights once normalised
+        >>> round(weighted_semantic_entropy([0, 1], [-50.0, -200.0], lengths=[100, 400]), 6) == round(math.log(2), 6)
+        True
+        >>> weighted_semantic_entropy([0, 1], [-50.0, -200.0]) < 1e-60  # the sums: one-hot
+        True
         >>> weighted_semantic_entropy([0, 1], [float("nan"), -1.0])
         Traceback (most recent call last):
         ...
         ValueError: sequence_logprobs must be finite; got non-finite values at positions [0]: [nan]
     """
     ids = _check_ids(cluster_ids)
+    scores = _sequence_scores(len(ids), sequence_logprobs, lengths)
+    top = max(scores)
+    weights = [math.exp(x - top) for x in scores]  # the largest is exactly 1.0, so the sum is >= 1
+    total = math.fsum(weights)
+    masses: dict[Hashable, list[float]] = {}
+    for cluster, w in zip(ids, weights, strict=True):
+        masses.setdefault(cluster, []).append(w)
+    return _entropy_of_masses([math.fsum(ws) / total for ws in masses.values()])
+
+
+def _sequence_scores(n: int, sequence_logprobs: Sequence[float], lengths: Sequence[int] | None) -> list[float]:
+    """The validated softmax inputs of :func:`weighted_semantic_entropy`: the sums, or the sums over the lengths."""
     logprobs = [float(x) for x in sequence_logprobs]
-    if len(logprobs) != len(ids):
-        raise ValueError(f"got {len(ids)} cluster ids but {len(logprobs)} sequence log-probabilities")
+    if len(logprobs) != n:
+        raise ValueError(f"got {n} cluster ids but {len(logprobs)} sequence log-probabilities")
     bad = [i for i, x in enumerate(logprobs) if not math.isfinite(x)]
     if bad:
         raise ValueError(
             f"sequence_logprobs must be finite; got non-finite values at positions {bad[:10]}: "
             f"{[logprobs[i] for i in bad[:10]]}"
         )
-    top = max(logprobs)
-    weights = [math.exp(x - top) for x in logprobs]  # the largest is exactly 1.0, so the sum is >= 1
-    total = math.fsum(weights)
-    masses: dict[Hashable, list[float]] = {}
-    for cluster, w in zip(ids, weights, strict=True):
-        masses.setdefault(cluster, []).append(w)
-    return _entropy_of_masses([math.fsum(ws) / total for ws in masses.values()])
+    if lengths is None:
+        return logprobs
+    lengths = list(lengths)
+    if len(lengths) != n:
+        raise ValueError(f"got {n} cluster ids but {len(lengths)} lengths")
+    bad = [i for i, x in enumerate(lengths) if isinstance(x, bool) or not isinstance(x, numbers.Integral) or x < 1]
+    if bad:
+        raise ValueError(
+            f"lengths must be integers >= 1 (tokens scored); got {[lengths[i] for i in bad[:10]]} at positions "
+            f"{bad[:10]}"
+        )
+    return [x / length for x, length in zip(logprobs, lengths, strict=True)]
 
 
 # ----------------------------------------------------------------------------------------------------------------
