@@ -15,8 +15,11 @@ import pytest
 from datasets import Dataset
 
 from sec_trl import rank
+from sec_trl.answer_checking import get_default_checker
 from sec_trl.data import make_arithmetic_splits
 from sec_trl.rank import RankingIncomplete, RankingParams, ensure_ranked, rank_dataset, read_ranking_meta
+from sec_trl.ranking import samplers
+from sec_trl.ranking.scoring import score_prompt
 from sec_trl.semantic_entropy import discrete_semantic_entropy, weighted_semantic_entropy
 
 
@@ -180,13 +183,13 @@ def test_recorded_logliks_match_a_forward_pass(tiny_model_dir):
     from transformers import AutoModelForCausalLM
 
     params = RankingParams(num_samples=2, max_new_tokens=5)
-    sampler = rank._TransformersSampler(tiny_model_dir, params, torch.device("cpu"))
+    sampler = samplers.TransformersSampler(tiny_model_dir, params, torch.device("cpu"))
     prompts = _dataset(3)["prompt"]
     sampler.begin_shard(123, 0)
     samples = sampler.sample(prompts)
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
     for prompt, prompt_samples in zip(prompts, samples, strict=True):
-        prompt_ids = rank._prompt_token_ids(sampler.tokenizer, prompt)
+        prompt_ids = samplers.prompt_token_ids(sampler.tokenizer, prompt)
         for sample in prompt_samples:
             assert len(sample.token_ids) == sample.num_tokens
             assert sample.text == sampler.tokenizer.decode(
@@ -250,7 +253,7 @@ def test_cached_rerun_generates_nothing(tiny_model_dir, tmp_path, reference_run,
         def __init__(self, *args, **kwargs):
             raise AssertionError("a fully cached run must not load the model")
 
-    monkeypatch.setattr(rank, "_TransformersSampler", NoModel)
+    monkeypatch.setattr(samplers, "TransformersSampler", NoModel)
     again = rank_dataset(_dataset(), tiny_model_dir, out, show_progress=False, **FAST)
     meta = read_ranking_meta(out)
     assert meta["counts"]["num_prompts_generated"] == 0
@@ -285,7 +288,7 @@ def test_changes_invalidate_the_cache(change, tiny_model_dir, tmp_path, referenc
     elif change == "dataset":
         dataset = dataset.map(lambda row: {"answer": row["answer"] + "0"})
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="sec_trl.rank"):
+    with caplog.at_level(logging.WARNING, logger="sec_trl.ranking"):
         rank_dataset(dataset, model_dir, out, show_progress=False, **params)
     assert "was computed with different inputs" in caplog.text
     assert read_ranking_meta(out)["counts"]["num_prompts_generated"] == NUM_PROMPTS
@@ -324,12 +327,10 @@ def test_missing_columns_name_the_flag(tiny_model_dir, tmp_path):
 
 def test_nan_logliks_fall_back_to_discrete(caplog):
     params = RankingParams(estimator="weighted", num_samples=3)
-    samples = [rank._Sample("\\boxed{2}", -1.0, 3, False), rank._Sample("\\boxed{2}", math.nan, 3, False)]
-    samples.append(rank._Sample("\\boxed{5}", -2.0, 3, False))
-    from sec_trl.answer_checking import get_default_checker
-
-    with caplog.at_level(logging.WARNING, logger="sec_trl.rank"):
-        row = rank._score_prompt(7, samples, "2", params, get_default_checker())
+    samples = [samplers.Sample("\\boxed{2}", -1.0, 3, False), samplers.Sample("\\boxed{2}", math.nan, 3, False)]
+    samples.append(samplers.Sample("\\boxed{5}", -2.0, 3, False))
+    with caplog.at_level(logging.WARNING, logger="sec_trl.ranking"):
+        row = score_prompt(7, samples, "2", params, get_default_checker())
     assert "Prompt 7" in caplog.text and "discrete_fallback" in caplog.text
     assert row["estimator"] == "discrete_fallback"
     assert row["semantic_entropy"] == discrete_semantic_entropy([0, 0, 1])
