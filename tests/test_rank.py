@@ -160,9 +160,27 @@ def test_weighted_estimator(digit_model_dir, tmp_path):
     for row in ranked:
         assert row["se_estimator"] == "weighted"
         assert all(math.isfinite(x) and x < 0 for x in row["se_sample_logliks"])
-        assert row["semantic_entropy"] == pytest.approx(
-            weighted_semantic_entropy(row["se_cluster_ids"], row["se_sample_logliks"]), abs=1e-12
-        )
+        # 1 or 2 tokens each (a digit, then EOS or another token): the count the sum covers
+        assert all(n in (1, 2) for n in row["se_sample_lengths"])
+        ids, sums, lengths = row["se_cluster_ids"], row["se_sample_logliks"], row["se_sample_lengths"]
+        # the ranking's SE is the length-normalised one, and both forms can be recomputed from the columns
+        assert row["semantic_entropy"] == pytest.approx(weighted_semantic_entropy(ids, sums, lengths), abs=1e-12)
+        means = [s / n for s, n in zip(sums, lengths, strict=True)]
+        assert weighted_semantic_entropy(ids, sums, lengths) == pytest.approx(weighted_semantic_entropy(ids, means))
+        assert math.isfinite(weighted_semantic_entropy(ids, sums))
+
+
+def test_weighted_scores_are_length_normalised():
+    """Two answers, two samples each, every sample with mean token log-probability -0.5: the weighted SE is the
+    discrete one (ln 2) whatever the lengths. With sums (-200 vs -800) the shortest sample would take all the mass."""
+    params = RankingParams(estimator="weighted", num_samples=4)
+    lengths = [400, 1600, 1000, 700]
+    samples = [samplers.Sample(f"\\boxed{{{a}}}", -0.5 * n, n, False) for a, n in zip("2255", lengths, strict=True)]
+    row = score_prompt(0, samples, "2", params, get_default_checker())
+    assert row["estimator"] == "weighted" and row["cluster_ids"] == [0, 0, 1, 1]
+    assert row["semantic_entropy"] == pytest.approx(math.log(2), abs=1e-12)
+    assert row["num_tokens"] == lengths
+    assert weighted_semantic_entropy(row["cluster_ids"], row["logliks"]) < 1e-60  # the sums form: one-hot
 
 
 def test_empty_completions_have_no_answer(eos_model_dir, tmp_path):
@@ -291,6 +309,24 @@ def test_changes_invalidate_the_cache(change, tiny_model_dir, tmp_path, referenc
     with caplog.at_level(logging.WARNING, logger="sec_trl.ranking"):
         rank_dataset(dataset, model_dir, out, show_progress=False, **params)
     assert "was computed with different inputs" in caplog.text
+    assert read_ranking_meta(out)["counts"]["num_prompts_generated"] == NUM_PROMPTS
+    assert len(list((out / "shards.previous").glob("shard-*.json"))) == 3
+
+
+def test_older_cache_format_is_invalidated_and_the_log_says_why(tiny_model_dir, tmp_path, reference_run, caplog):
+    out = tmp_path / "out"
+    shutil.copytree(reference_run[0], out)
+    # what a cache written before the length-normalised estimator looks like: format 1, its own hash
+    stored_path = out / "shards" / "fingerprint.json"
+    stored = json.loads(stored_path.read_text())
+    assert stored["fingerprint"]["format"] == rank.RANKING_FORMAT_VERSION == 2
+    stored["fingerprint"]["format"], stored["hash"] = 1, "0" * 64
+    stored_path.write_text(json.dumps(stored))
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="sec_trl.ranking"):
+        rank_dataset(_dataset(), tiny_model_dir, out, show_progress=False, **FAST)
+    assert "has cache format 1; this version writes format 2" in caplog.text
+    assert "length-normalises" in caplog.text and "changed: format" in caplog.text
     assert read_ranking_meta(out)["counts"]["num_prompts_generated"] == NUM_PROMPTS
     assert len(list((out / "shards.previous").glob("shard-*.json"))) == 3
 

@@ -44,12 +44,15 @@ Sampling (transformers backend): left-padded batches of ``--prompts_per_batch`` 
 ``--num_samples`` sequences (``num_return_sequences``); chat-message prompts go through the tokenizer's chat
 template. Sampling is exactly ``--temperature`` / ``--top_p``: the model's own ``generation_config.json`` sampling
 settings (``top_k``, ``repetition_penalty``, ...) are deliberately ignored. Each sample's sequence log-likelihood
-(for ``--estimator weighted``) is the sum of the log-probabilities of its tokens, EOS included, under the
-*unmodified* model (raw logits, i.e. temperature 1, no top-p), recorded during generation one step at a time (no
-``vocab x length`` logits tensor is kept).
+is the sum of the log-probabilities of its tokens, EOS included, under the *unmodified* model (raw logits, i.e.
+temperature 1, no top-p), recorded during generation one step at a time (no ``vocab x length`` logits tensor is
+kept); its length is the number of those tokens (vLLM: ``cumulative_logprob`` and ``len(output.token_ids)``).
+``--estimator weighted`` scores each sample by its *mean* token log-likelihood (sum / length, as Farquhar et al.
+2024 and Kuhn et al. 2023): with sums, chain-of-thought lengths make the softmax one-hot and the SE ~0. Both are
+kept per sample (``se_sample_logliks``, ``se_sample_lengths``), so either form can be recomputed.
 
 Determinism: prompts are cut into shards of ``--shard_size`` rows; the random state is reset at the start of each
-shard from ``(--seed, shard index)``, and a shard is always processed in the same
+shard from ``numpy.random.SeedSequence((--seed, shard index))``, and a shard is always processed in the same
 batches. A shard's result therefore depends only on its index, not on which process runs it, so 1 and N processes
 give the same dataset (on the same hardware and library versions): the same samples, clusters, SE and order. Only
 the recorded log-likelihoods can differ in their last digits when the processes use different numbers of CPU
@@ -81,7 +84,7 @@ silently computed from NaNs.
 from __future__ import annotations
 
 from sec_trl.ranking import params
-from sec_trl.ranking.cache import RANKING_FORMAT_VERSION, dataset_content_hash, model_fingerprint
+from sec_trl.ranking.cache import FORMAT_CHANGES, RANKING_FORMAT_VERSION, dataset_content_hash, model_fingerprint
 from sec_trl.ranking.cli import main
 from sec_trl.ranking.core import build_ranked_dataset, ensure_ranked, rank_dataset
 from sec_trl.ranking.params import *  # noqa: F403  (parameters, column and file names: params.__all__)
@@ -90,6 +93,7 @@ from sec_trl.ranking.report import read_ranking_meta
 
 __all__ = [
     *params.__all__,
+    "FORMAT_CHANGES",
     "RANKING_FORMAT_VERSION",
     "build_ranked_dataset",
     "dataset_content_hash",

@@ -37,8 +37,16 @@ __all__ = [
     "write_json_atomic",
 ]
 
-RANKING_FORMAT_VERSION = 1
-"""Bump when sampling/scoring changes in a way that makes old cached shards wrong."""
+RANKING_FORMAT_VERSION = 2
+"""Bump when sampling/scoring changes in a way that makes old cached shards wrong, and say why in
+:data:`FORMAT_CHANGES` (the log quotes it when it invalidates an older cache)."""
+
+FORMAT_CHANGES = {
+    2: "the weighted estimator now length-normalises the log-likelihoods (mean token log-probability, Farquhar "
+    "et al. 2024), shards record each sample's token count, and the sampling seeds come from "
+    "numpy.random.SeedSequence instead of sha256, so every sample is drawn anew",
+}
+"""Why each cache format version invalidated the one before it."""
 
 
 def _sec_trl_version() -> str:
@@ -181,6 +189,7 @@ def prepare_cache(output_dir: Path, fingerprint: dict, fingerprint_hash: str) ->
     if stored is not None or existing:
         changed = _diff_keys((stored or {}).get("fingerprint"), fingerprint) if stored else ["<no fingerprint file>"]
         previous = output_dir / f"{SHARD_DIRNAME}.previous"
+        _log_format_change((stored or {}).get("fingerprint"), shard_dir)
         logger.warning(
             "The ranking cache in %s was computed with different inputs (changed: %s); moving its %d shards to %s "
             "and starting over.",
@@ -209,6 +218,21 @@ def save_dataset_atomically(dataset, output_dir: Path) -> None:
                 old.unlink(missing_ok=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _log_format_change(stored_fingerprint: Any, shard_dir: Path) -> None:
+    """Say why a cache of an older format is invalid (the reasons of every version bump since it was written)."""
+    old = stored_fingerprint.get("format") if isinstance(stored_fingerprint, dict) else None
+    if old == RANKING_FORMAT_VERSION or not isinstance(old, int):
+        return
+    reasons = [f"format {v}: {why}" for v, why in sorted(FORMAT_CHANGES.items()) if old < v <= RANKING_FORMAT_VERSION]
+    logger.warning(
+        "The ranking cache in %s has cache format %d; this version writes format %d, so its shards are invalid (%s).",
+        shard_dir,
+        old,
+        RANKING_FORMAT_VERSION,
+        "; ".join(reasons) or "a newer format than this version knows",
+    )
 
 
 def build_fingerprint(view, model_path: str, params: RankingParams, has_answers: bool) -> dict:

@@ -141,6 +141,7 @@ def build_ranked_dataset(dataset, rows: list[dict], save_completions: bool):
         "se_cluster_ids": [r["cluster_ids"] for r in rows],
         "se_sample_answers": [r["answers"] for r in rows],
         "se_sample_logliks": [[math.nan if x is None else x for x in r["logliks"]] for r in rows],
+        "se_sample_lengths": [r["num_tokens"] for r in rows],
     }
     features = {
         "semantic_entropy": Value("float64"),
@@ -151,6 +152,7 @@ def build_ranked_dataset(dataset, rows: list[dict], save_completions: bool):
         "se_cluster_ids": List(Value("int64")),
         "se_sample_answers": List(Value("string")),
         "se_sample_logliks": List(Value("float64")),
+        "se_sample_lengths": List(Value("int64")),
     }
     if save_completions:
         columns["se_completions"] = [r["completions"] for r in rows]

@@ -34,6 +34,7 @@ SE_COLUMNS = (
     "se_cluster_ids",
     "se_sample_answers",
     "se_sample_logliks",
+    "se_sample_lengths",
     "se_completions",
 )
 """Columns added by :func:`rank_dataset` (``se_completions`` only with ``save_completions``):
@@ -47,8 +48,11 @@ SE_COLUMNS = (
 - ``se_estimator`` (str): ``discrete``, ``weighted`` or ``discrete_fallback`` (weighted asked, log-likelihoods
   not finite);
 - ``se_source_index`` (int): the row's index in the input dataset;
-- ``se_cluster_ids``, ``se_sample_answers``, ``se_sample_logliks``: per sample, the cluster id, the extracted final
-  answer (None when there is none) and the sequence log-likelihood;
+- ``se_cluster_ids``, ``se_sample_answers``, ``se_sample_logliks``, ``se_sample_lengths``: per sample, the cluster
+  id, the extracted final answer (None when there is none), the sequence log-likelihood (the *sum* of its token
+  log-probabilities) and the number of tokens that sum covers (EOS included). Both forms of the weighted estimator
+  can be recomputed from them: ``weighted_semantic_entropy(ids, logliks, lengths)`` (what the ranking uses) and
+  ``weighted_semantic_entropy(ids, logliks)`` (sums, not length-normalised);
 - ``se_completions``: the sampled texts (only with ``save_completions``).
 """
 
@@ -103,7 +107,8 @@ class RankingParams:
         default="discrete",
         metadata={
             "help": "'discrete': -sum (n_k/N) ln(n_k/N); 'weighted': cluster masses from the softmax of the "
-            "samples' sequence log-likelihoods."
+            "samples' length-normalised log-likelihoods (sum / tokens, as Farquhar et al. 2024); the sums and "
+            "token counts are kept in se_sample_logliks and se_sample_lengths."
         },
     )
     lexical_threshold: float = field(

@@ -6,13 +6,13 @@ of the sampled tokens' log-probabilities under the raw model) and the number of 
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 from transformers import LogitsProcessor
 
 from sec_trl.ranking.params import RankingParams
@@ -30,20 +30,24 @@ __all__ = [
     "shard_seed",
 ]
 
+# Domain tags of the two seed streams, so that shard s and prompt s never share a seed.
+_SHARD_STREAM, _PROMPT_STREAM = 0, 1
 
-def _derive_seed(seed: int, *parts: int, bits: int = 63) -> int:
-    digest = hashlib.sha256("-".join(map(str, ("sec_trl-rank", seed, *parts))).encode()).digest()
-    return int.from_bytes(digest[:8], "little") & ((1 << bits) - 1)
+
+def _seed(seed: int, stream: int, index: int, bits: int) -> int:
+    # SeedSequence mixes (seed, stream, index) into well-spread independent state words (as curriculum.py does).
+    word = np.random.SeedSequence([seed, stream, index]).generate_state(1, dtype=np.uint64)[0]
+    return int(word) & ((1 << bits) - 1)
 
 
 def shard_seed(seed: int, shard: int) -> int:
-    """The seed of ``torch.manual_seed`` at the start of shard ``shard`` (63 bits)."""
-    return _derive_seed(seed, shard)
+    """The seed of ``torch.manual_seed`` at the start of shard ``shard`` (63 bits, from ``SeedSequence``)."""
+    return _seed(seed, _SHARD_STREAM, shard, 63)
 
 
 def prompt_seed(seed: int, index: int) -> int:
-    """The vLLM ``SamplingParams.seed`` of the prompt in row ``index`` (31 bits)."""
-    return _derive_seed(seed, index, bits=31)
+    """The vLLM ``SamplingParams.seed`` of the prompt in row ``index`` (31 bits, from ``SeedSequence``)."""
+    return _seed(seed, _PROMPT_STREAM, index, 31)
 
 
 @dataclass

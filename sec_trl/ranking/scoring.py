@@ -20,15 +20,18 @@ def prompt_entropy(
 ) -> tuple[float, str]:
     """``(SE, estimator used)`` of one prompt's clustered samples.
 
-    ``weighted`` uses the samples' sequence log-likelihoods. A prompt whose log-likelihoods are not finite falls
-    back to the discrete estimator, with a warning, and reports ``discrete_fallback``.
+    ``weighted`` uses the length-normalised log-likelihoods (``loglik / num_tokens``: the mean token
+    log-probability, as Farquhar et al. 2024 and Kuhn et al. 2023). With sums, responses hundreds of tokens long
+    differ by hundreds of nats and the softmax is one-hot, so SE would be ~0 whatever the clusters. A prompt whose
+    log-likelihoods are not finite (or a sample without tokens) falls back to the discrete estimator, with a
+    warning, and reports ``discrete_fallback``.
     """
     from sec_trl.semantic_entropy import discrete_semantic_entropy, weighted_semantic_entropy
 
     if estimator != "weighted":
         return discrete_semantic_entropy(cluster_ids), estimator
     try:
-        se = weighted_semantic_entropy(cluster_ids, [s.loglik for s in samples])
+        se = weighted_semantic_entropy(cluster_ids, [s.loglik for s in samples], [s.num_tokens for s in samples])
     except ValueError as exc:
         logger.warning(
             "Prompt %d: %s; using the discrete estimator for this prompt (se_estimator=discrete_fallback).", index, exc
