@@ -184,6 +184,7 @@ def resolve_model(model_args) -> tuple[str, str]:
 
 def rank_for_curriculum(train_dataset, model_path: str, script_args: SENTScriptArguments, training_args):
     """Rank the training prompts by semantic entropy (cached, resumable), with vLLM when the training uses it."""
+    from sec_trl.data import PromptFormat
     from sec_trl.rank import HISTOGRAM_FILENAME, RankingParams, ensure_ranked
 
     ranking_dir = script_args.se_ranking_dir or os.path.join(training_args.output_dir, "se_ranking")
@@ -194,7 +195,8 @@ def rank_for_curriculum(train_dataset, model_path: str, script_args: SENTScriptA
         trust_remote_code=training_args.trust_remote_code,
         use_vllm=bool(training_args.use_vllm),
         vllm_gpu_memory_utilization=training_args.vllm_gpu_memory_utilization,
-        wrap_string_prompts=False,  # train_dataset is already formatted: rank exactly these prompts
+        temperature=training_args.temperature,  # the rollouts' sampling, as in the reference
+        top_p=training_args.top_p,
     )
     logger.info(
         "Semantic-entropy ranking before training: %d prompts x %d samples x up to %d new tokens (%d generations, "
@@ -207,7 +209,13 @@ def rank_for_curriculum(train_dataset, model_path: str, script_args: SENTScriptA
         Path(ranking_dir).name,
     )
     ranked = ensure_ranked(
-        train_dataset, model_path, ranking_dir, answer_column=script_args.dataset_answer_column, params=params
+        train_dataset,
+        model_path,
+        ranking_dir,
+        answer_column=script_args.dataset_answer_column,
+        params=params,
+        # train_dataset is already formatted with script_args.prompt_format(): rank exactly these prompts
+        prompt_format=PromptFormat(system_prompt=None, answer_instruction=None, wrap_string_prompts=False),
     )
     return ranked, os.path.join(ranking_dir, HISTOGRAM_FILENAME)
 

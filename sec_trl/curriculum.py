@@ -161,8 +161,7 @@ class StageInfo:
 
 def _stage_sizes(num_prompts: int, num_stages: int) -> list[int]:
     """``numpy.array_split`` sizes: the first ``num_prompts % num_stages`` stages get one extra prompt."""
-    base, extra = divmod(num_prompts, num_stages)
-    return [base + 1 if s < extra else base for s in range(num_stages)]
+    return [len(part) for part in np.array_split(np.arange(num_prompts), num_stages)]
 
 
 def _check_int(name: str, value, minimum: int = 1) -> int:

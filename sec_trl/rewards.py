@@ -34,8 +34,8 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from sec_trl.answer_checking import AnswerChecker, _match_braces, get_default_checker
-from sec_trl.answer_checking import _reference_answer as reference_answer
+from sec_trl.answer_checking import AnswerChecker, get_default_checker
+from sec_trl.answer_extraction import match_braces, reference_answer
 
 
 logger = logging.getLogger(__name__)
@@ -198,7 +198,7 @@ def _has_single_boxed_answer(text: str) -> bool:
     if len(starts) != 1:
         return False
     open_index = starts[0].end() - 1
-    close_index = _match_braces(text).get(open_index)
+    close_index = match_braces(text).get(open_index)
     return close_index is not None and text[open_index + 1 : close_index].strip() != ""
 
 

@@ -6,7 +6,8 @@ the same thing into clusters, and orders prompts by the entropy of the cluster d
 - :func:`discrete_semantic_entropy`: ``SE = -sum_k (n_k/N) ln(n_k/N)`` (natural log; ``0`` for one cluster,
   ``ln N`` for N singletons);
 - :func:`weighted_semantic_entropy`: each response weighted by its normalised sequence likelihood,
-  ``p(C_k) = sum_{i in C_k} softmax(loglik)_i``, ``SE = -sum_k p(C_k) ln p(C_k)`` (Kuhn et al. 2023).
+  ``p(C_k) = sum_{i in C_k} softmax(loglik_i / length_i)``, ``SE = -sum_k p(C_k) ln p(C_k)`` (Kuhn et al. 2023,
+  Farquhar et al. 2024: length-normalised, the mean token log-likelihood).
 
 :func:`cluster_answers` turns N completions into cluster ids numbered by first appearance (``0, 1, 2, ...``).
 
@@ -22,18 +23,13 @@ Nothing here loads a model. Example:
 from __future__ import annotations
 
 import math
+import numbers
 from collections import Counter
 from collections.abc import Hashable, Sequence
 from typing import Any
 
-from sec_trl.answer_checking import (
-    MAX_ANSWER_CHARS,
-    AnswerChecker,
-    _as_number,
-    _normalize,
-    extract_final_answer,
-    get_default_checker,
-)
+from sec_trl.answer_checking import AnswerChecker, get_default_checker
+from sec_trl.answer_extraction import MAX_ANSWER_CHARS, extract_final_answer, normalize_answer, parse_number
 from sec_trl.rewards import completion_text
 
 
@@ -90,16 +86,27 @@ def discrete_semantic_entropy(cluster_ids: Sequence[Hashable]) -> float:
     return _entropy_of_masses([count / n for count in Counter(ids).values()])
 
 
-def weighted_semantic_entropy(cluster_ids: Sequence[Hashable], sequence_logprobs: Sequence[float]) -> float:
-    """Probability-weighted semantic entropy: ``p(C_k) = sum_{i in C_k} softmax(sequence_logprobs)_i``.
+def weighted_semantic_entropy(
+    cluster_ids: Sequence[Hashable],
+    sequence_logprobs: Sequence[float],
+    lengths: Sequence[int] | None = None,
+) -> float:
+    """Probability-weighted semantic entropy: ``p(C_k) = sum_{i in C_k} softmax(scores)_i``, ``SE = -sum p ln p``.
 
-    ``sequence_logprobs[i]`` is the log-likelihood of response ``i`` (the sum of its token log-probabilities).
-    The softmax is computed stably (max subtracted, in float64), so log-likelihoods of -5000 work. Equal
-    log-likelihoods give exactly :func:`discrete_semantic_entropy` up to rounding.
+    ``sequence_logprobs[i]`` is the log-likelihood of response ``i`` (the sum of its token log-probabilities). With
+    ``lengths`` (``lengths[i]`` = the number of tokens that sum covers) each score is the length-normalised
+    ``sequence_logprobs[i] / lengths[i]``, the mean token log-likelihood, as Farquhar et al. (2024) and Kuhn et al.
+    (2023) compute it; without, the score is the sum itself. Why it matters: sums of responses hundreds of tokens
+    long differ by tens to hundreds of nats, so the softmax over sums puts all the mass on one response and the SE
+    is ~0 whatever the clusters; means differ by a fraction of a nat.
+
+    The softmax is computed stably (max subtracted, in float64), so scores of -5000 work. Equal scores give exactly
+    :func:`discrete_semantic_entropy` up to rounding.
 
     Raises:
-        ValueError: when the two sequences differ in length, are empty, or a log-likelihood is NaN or infinite
-            (a NaN/inf would otherwise turn into a silently wrong entropy; callers decide how to fall back).
+        ValueError: when the sequences differ in length, are empty, a log-likelihood is NaN or infinite, or a length
+            is not a positive integer (a NaN/inf would otherwise turn into a silently wrong entropy; callers decide
+            how to fall back).
 
     Examples:
         >>> round(weighted_semantic_entropy([0, 1], [0.0, 0.0]), 6) == round(math.log(2), 6)
@@ -108,28 +115,50 @@ def weighted_semantic_entropy(cluster_ids: Sequence[Hashable], sequence_logprobs
         >>> expected = -(p * math.log(p) + (1 - p) * math.log(1 - p))
         >>> abs(weighted_semantic_entropy([0, 1], [-1.0, -2.0]) - expected) < 1e-12
         True
+        >>> # the same mean token log-likelihood (-0.5) over 100 and 400 tokens: equal weights once normalised
+        >>> round(weighted_semantic_entropy([0, 1], [-50.0, -200.0], lengths=[100, 400]), 6) == round(math.log(2), 6)
+        True
+        >>> weighted_semantic_entropy([0, 1], [-50.0, -200.0]) < 1e-60  # the sums: one-hot
+        True
         >>> weighted_semantic_entropy([0, 1], [float("nan"), -1.0])
         Traceback (most recent call last):
         ...
         ValueError: sequence_logprobs must be finite; got non-finite values at positions [0]: [nan]
     """
     ids = _check_ids(cluster_ids)
+    scores = _sequence_scores(len(ids), sequence_logprobs, lengths)
+    top = max(scores)
+    weights = [math.exp(x - top) for x in scores]  # the largest is exactly 1.0, so the sum is >= 1
+    total = math.fsum(weights)
+    masses: dict[Hashable, list[float]] = {}
+    for cluster, w in zip(ids, weights, strict=True):
+        masses.setdefault(cluster, []).append(w)
+    return _entropy_of_masses([math.fsum(ws) / total for ws in masses.values()])
+
+
+def _sequence_scores(n: int, sequence_logprobs: Sequence[float], lengths: Sequence[int] | None) -> list[float]:
+    """The validated softmax inputs of :func:`weighted_semantic_entropy`: the sums, or the sums over the lengths."""
     logprobs = [float(x) for x in sequence_logprobs]
-    if len(logprobs) != len(ids):
-        raise ValueError(f"got {len(ids)} cluster ids but {len(logprobs)} sequence log-probabilities")
+    if len(logprobs) != n:
+        raise ValueError(f"got {n} cluster ids but {len(logprobs)} sequence log-probabilities")
     bad = [i for i, x in enumerate(logprobs) if not math.isfinite(x)]
     if bad:
         raise ValueError(
             f"sequence_logprobs must be finite; got non-finite values at positions {bad[:10]}: "
             f"{[logprobs[i] for i in bad[:10]]}"
         )
-    top = max(logprobs)
-    weights = [math.exp(x - top) for x in logprobs]  # the largest is exactly 1.0, so the sum is >= 1
-    total = math.fsum(weights)
-    masses: dict[Hashable, list[float]] = {}
-    for cluster, w in zip(ids, weights, strict=True):
-        masses.setdefault(cluster, []).append(w)
-    return _entropy_of_masses([math.fsum(ws) / total for ws in masses.values()])
+    if lengths is None:
+        return logprobs
+    lengths = list(lengths)
+    if len(lengths) != n:
+        raise ValueError(f"got {n} cluster ids but {len(lengths)} lengths")
+    bad = [i for i, x in enumerate(lengths) if isinstance(x, bool) or not isinstance(x, numbers.Integral) or x < 1]
+    if bad:
+        raise ValueError(
+            f"lengths must be integers >= 1 (tokens scored); got {[lengths[i] for i in bad[:10]]} at positions "
+            f"{bad[:10]}"
+        )
+    return [x / length for x, length in zip(logprobs, lengths, strict=True)]
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -150,8 +179,8 @@ def _math_key(answer: str) -> Hashable:
     ``\\dfrac``, math delimiters removed). Both are exactly the checker's own fast-path rules, so a shared key never
     puts together two answers the checker would call different.
     """
-    norm = _normalize(answer)
-    number = _as_number(norm)
+    norm = normalize_answer(answer)
+    number = parse_number(norm)
     if number is not None:
         value, _exact = number
         return ("number", value)
@@ -162,11 +191,6 @@ def _wordset(text: str) -> frozenset[str]:
     from nltk.tokenize import wordpunct_tokenize  # regex based: needs no downloaded nltk data
 
     return frozenset(token.lower() for token in wordpunct_tokenize(text))
-
-
-def _jaccard(a: frozenset[str], b: frozenset[str]) -> float:
-    union = len(a | b)
-    return len(a & b) / union if union else 0.0
 
 
 def cluster_answers(
@@ -235,7 +259,7 @@ def cluster_answers(
     elif len(answers) != len(completions):
         raise ValueError(f"got {len(completions)} completions but {len(answers)} answers")
     if method == "exact":
-        return _cluster_by_key(answers, lambda a: _normalize(a))
+        return _cluster_by_key(answers, lambda a: normalize_answer(a))
     return _cluster_math(answers, checker if checker is not None else get_default_checker())
 
 
@@ -279,7 +303,7 @@ def _cluster_math(answers: Sequence[str | None], checker: AnswerChecker) -> list
             for i, rep in enumerate(representatives):
                 # The checker's symmetric comparison of two extracted answers (what `equivalent` does after
                 # extraction): fast path in-process, math-verify in its worker only when that cannot decide.
-                if rep is not None and checker._decide([(rep, answer, True)])[0]:
+                if rep is not None and checker.decide([(rep, answer, True)])[0]:
                     cluster = i
                     break
             if cluster is None:
@@ -291,6 +315,8 @@ def _cluster_math(answers: Sequence[str | None], checker: AnswerChecker) -> list
 
 
 def _cluster_lexical(texts: Sequence[str], threshold: float) -> list[int]:
+    from nltk.metrics.distance import jaccard_distance
+
     ids: list[int] = []
     representatives: list[frozenset[str] | None] = []
     for text in texts:
@@ -300,7 +326,7 @@ def _cluster_lexical(texts: Sequence[str], threshold: float) -> list[int]:
             for i, rep in enumerate(representatives):
                 if rep is None:
                     continue
-                overlap = _jaccard(words, rep)
+                overlap = 1.0 - jaccard_distance(words, rep)  # both non-empty: no 0/0
                 if overlap >= threshold and overlap > best_overlap:
                     best, best_overlap = i, overlap
         if best is None:

@@ -15,8 +15,11 @@ import pytest
 from datasets import Dataset
 
 from sec_trl import rank
+from sec_trl.answer_checking import get_default_checker
 from sec_trl.data import make_arithmetic_splits
 from sec_trl.rank import RankingIncomplete, RankingParams, ensure_ranked, rank_dataset, read_ranking_meta
+from sec_trl.ranking import samplers
+from sec_trl.ranking.scoring import score_prompt
 from sec_trl.semantic_entropy import discrete_semantic_entropy, weighted_semantic_entropy
 
 
@@ -157,9 +160,27 @@ def test_weighted_estimator(digit_model_dir, tmp_path):
     for row in ranked:
         assert row["se_estimator"] == "weighted"
         assert all(math.isfinite(x) and x < 0 for x in row["se_sample_logliks"])
-        assert row["semantic_entropy"] == pytest.approx(
-            weighted_semantic_entropy(row["se_cluster_ids"], row["se_sample_logliks"]), abs=1e-12
-        )
+        # 1 or 2 tokens each (a digit, then EOS or another token): the count the sum covers
+        assert all(n in (1, 2) for n in row["se_sample_lengths"])
+        ids, sums, lengths = row["se_cluster_ids"], row["se_sample_logliks"], row["se_sample_lengths"]
+        # the ranking's SE is the length-normalised one, and both forms can be recomputed from the columns
+        assert row["semantic_entropy"] == pytest.approx(weighted_semantic_entropy(ids, sums, lengths), abs=1e-12)
+        means = [s / n for s, n in zip(sums, lengths, strict=True)]
+        assert weighted_semantic_entropy(ids, sums, lengths) == pytest.approx(weighted_semantic_entropy(ids, means))
+        assert math.isfinite(weighted_semantic_entropy(ids, sums))
+
+
+def test_weighted_scores_are_length_normalised():
+    """Two answers, two samples each, every sample with mean token log-probability -0.5: the weighted SE is the
+    discrete one (ln 2) whatever the lengths. With sums (-200 vs -800) the shortest sample would take all the mass."""
+    params = RankingParams(estimator="weighted", num_samples=4)
+    lengths = [400, 1600, 1000, 700]
+    samples = [samplers.Sample(f"\\boxed{{{a}}}", -0.5 * n, n, False) for a, n in zip("2255", lengths, strict=True)]
+    row = score_prompt(0, samples, "2", params, get_default_checker())
+    assert row["estimator"] == "weighted" and row["cluster_ids"] == [0, 0, 1, 1]
+    assert row["semantic_entropy"] == pytest.approx(math.log(2), abs=1e-12)
+    assert row["num_tokens"] == lengths
+    assert weighted_semantic_entropy(row["cluster_ids"], row["logliks"]) < 1e-60  # the sums form: one-hot
 
 
 def test_empty_completions_have_no_answer(eos_model_dir, tmp_path):
@@ -180,13 +201,13 @@ def test_recorded_logliks_match_a_forward_pass(tiny_model_dir):
     from transformers import AutoModelForCausalLM
 
     params = RankingParams(num_samples=2, max_new_tokens=5)
-    sampler = rank._TransformersSampler(tiny_model_dir, params, torch.device("cpu"))
+    sampler = samplers.TransformersSampler(tiny_model_dir, params, torch.device("cpu"))
     prompts = _dataset(3)["prompt"]
     sampler.begin_shard(123, 0)
     samples = sampler.sample(prompts)
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
     for prompt, prompt_samples in zip(prompts, samples, strict=True):
-        prompt_ids = rank._prompt_token_ids(sampler.tokenizer, prompt)
+        prompt_ids = samplers.prompt_token_ids(sampler.tokenizer, prompt)
         for sample in prompt_samples:
             assert len(sample.token_ids) == sample.num_tokens
             assert sample.text == sampler.tokenizer.decode(
@@ -250,7 +271,7 @@ def test_cached_rerun_generates_nothing(tiny_model_dir, tmp_path, reference_run,
         def __init__(self, *args, **kwargs):
             raise AssertionError("a fully cached run must not load the model")
 
-    monkeypatch.setattr(rank, "_TransformersSampler", NoModel)
+    monkeypatch.setattr(samplers, "TransformersSampler", NoModel)
     again = rank_dataset(_dataset(), tiny_model_dir, out, show_progress=False, **FAST)
     meta = read_ranking_meta(out)
     assert meta["counts"]["num_prompts_generated"] == 0
@@ -285,9 +306,27 @@ def test_changes_invalidate_the_cache(change, tiny_model_dir, tmp_path, referenc
     elif change == "dataset":
         dataset = dataset.map(lambda row: {"answer": row["answer"] + "0"})
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="sec_trl.rank"):
+    with caplog.at_level(logging.WARNING, logger="sec_trl.ranking"):
         rank_dataset(dataset, model_dir, out, show_progress=False, **params)
     assert "was computed with different inputs" in caplog.text
+    assert read_ranking_meta(out)["counts"]["num_prompts_generated"] == NUM_PROMPTS
+    assert len(list((out / "shards.previous").glob("shard-*.json"))) == 3
+
+
+def test_older_cache_format_is_invalidated_and_the_log_says_why(tiny_model_dir, tmp_path, reference_run, caplog):
+    out = tmp_path / "out"
+    shutil.copytree(reference_run[0], out)
+    # what a cache written before the length-normalised estimator looks like: format 1, its own hash
+    stored_path = out / "shards" / "fingerprint.json"
+    stored = json.loads(stored_path.read_text())
+    assert stored["fingerprint"]["format"] == rank.RANKING_FORMAT_VERSION == 2
+    stored["fingerprint"]["format"], stored["hash"] = 1, "0" * 64
+    stored_path.write_text(json.dumps(stored))
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="sec_trl.ranking"):
+        rank_dataset(_dataset(), tiny_model_dir, out, show_progress=False, **FAST)
+    assert "has cache format 1; this version writes format 2" in caplog.text
+    assert "length-normalises" in caplog.text and "changed: format" in caplog.text
     assert read_ranking_meta(out)["counts"]["num_prompts_generated"] == NUM_PROMPTS
     assert len(list((out / "shards.previous").glob("shard-*.json"))) == 3
 
@@ -309,7 +348,7 @@ def test_bad_parameters_name_the_flag(tiny_model_dir, tmp_path):
     with pytest.raises(TypeError):
         rank_dataset(_dataset(), tiny_model_dir, tmp_path, num_sample=4)
     with pytest.raises(ValueError, match="--num_samples"):
-        rank.main(["--output", str(tmp_path), "--num_samples", "1"])
+        rank.main(["--output_dir", str(tmp_path), "--num_samples", "1"])
 
 
 def test_missing_columns_name_the_flag(tiny_model_dir, tmp_path):
@@ -324,12 +363,10 @@ def test_missing_columns_name_the_flag(tiny_model_dir, tmp_path):
 
 def test_nan_logliks_fall_back_to_discrete(caplog):
     params = RankingParams(estimator="weighted", num_samples=3)
-    samples = [rank._Sample("\\boxed{2}", -1.0, 3, False), rank._Sample("\\boxed{2}", math.nan, 3, False)]
-    samples.append(rank._Sample("\\boxed{5}", -2.0, 3, False))
-    from sec_trl.answer_checking import get_default_checker
-
-    with caplog.at_level(logging.WARNING, logger="sec_trl.rank"):
-        row = rank._score_prompt(7, samples, "2", params, get_default_checker())
+    samples = [samplers.Sample("\\boxed{2}", -1.0, 3, False), samplers.Sample("\\boxed{2}", math.nan, 3, False)]
+    samples.append(samplers.Sample("\\boxed{5}", -2.0, 3, False))
+    with caplog.at_level(logging.WARNING, logger="sec_trl.ranking"):
+        row = score_prompt(7, samples, "2", params, get_default_checker())
     assert "Prompt 7" in caplog.text and "discrete_fallback" in caplog.text
     assert row["estimator"] == "discrete_fallback"
     assert row["semantic_entropy"] == discrete_semantic_entropy([0, 0, 1])
@@ -349,9 +386,14 @@ def test_help_lists_every_flag(capsys):
     assert exit_info.value.code == 0
     text = capsys.readouterr().out
     for flag in (
-        "--model",
-        "--dataset",
-        "--output",
+        "--model_name_or_path",
+        "--dataset_name",
+        "--dataset_config",
+        "--dataset_train_split",
+        "--output_dir",
+        "--system_prompt",
+        "--answer_instruction",
+        "--wrap_string_prompts",
         "--dataset_prompt_column",
         "--dataset_answer_column",
         "--num_samples",
@@ -368,6 +410,28 @@ def test_help_lists_every_flag(capsys):
         "--max_shards",
     ):
         assert flag in text, flag
+
+
+def test_cli_takes_trl_names_a_config_file_and_the_shared_prompt_format(tiny_model_dir, tmp_path):
+    """`python -m sec_trl.rank --config rank.yaml` with TRL's names; the prompt format is part of what is cached."""
+    data = tmp_path / "problems.jsonl"
+    data.write_text(
+        "".join(json.dumps({"problem": f"What is {i} + 1?", "solution": str(i + 1)}) + "\n" for i in range(3))
+    )
+    out = tmp_path / "ranked"
+    config = tmp_path / "rank.yaml"
+    config.write_text(
+        f"model_name_or_path: {tiny_model_dir}\ndataset_name: {data}\ndataset_prompt_column: problem\n"
+        f"dataset_answer_column: solution\noutput_dir: {out}\nnum_samples: 2\nmax_new_tokens: 2\n"
+    )
+    assert rank.main(["--config", str(config), "--seed", "3"]) == 0
+    meta = json.loads((out / "ranking_meta.json").read_text())
+    assert meta["counts"]["num_prompts_generated"] == 3 and meta["params"]["seed"] == 3
+    # same flags: served from the cache; a system prompt changes the prompts, so everything is sampled again
+    assert rank.main(["--config", str(config), "--seed", "3"]) == 0
+    assert json.loads((out / "ranking_meta.json").read_text())["counts"]["num_prompts_generated"] == 0
+    assert rank.main(["--config", str(config), "--seed", "3", "--system_prompt", "Be brief."]) == 0
+    assert json.loads((out / "ranking_meta.json").read_text())["counts"]["num_prompts_generated"] == 3
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -394,8 +458,8 @@ def test_two_processes_give_the_one_process_dataset(tiny_model_dir, tmp_path, re
     env.pop("ACCELERATE_USE_CPU", None)
     command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"]
     command += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
-    command += ["--main_process_port", str(_free_port()), "-m", "sec_trl.rank", "--model", tiny_model_dir]
-    command += ["--output", str(out), "--num_prompts", str(NUM_PROMPTS)]
+    command += ["--main_process_port", str(_free_port()), "-m", "sec_trl.rank", "--model_name_or_path", tiny_model_dir]
+    command += ["--output_dir", str(out), "--num_prompts", str(NUM_PROMPTS)]
     for key, value in FAST.items():
         command += [f"--{key}", str(value)]
     result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)

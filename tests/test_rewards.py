@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from sec_trl import answer_checking, rewards
+from sec_trl import answer_checking, answer_extraction, rewards
 from sec_trl.answer_checking import MAX_TAIL_CHARS, AnswerChecker, extract_final_answer, get_default_checker
 from sec_trl.rewards import accuracy_reward, completion_text, format_reward, make_accuracy_reward
 
@@ -289,7 +289,7 @@ def test_default_checker_and_timeout_validation():
 
 def test_accuracy_reward_on_strings():
     completions = ["so \\boxed{\\frac{1}{2}}", "\\boxed{-3}", "The answer is 12.", "nothing", "\\boxed{7}"]
-    assert accuracy_reward(completions, answer=["0.5", "3", 12, "1", None]) == [1.0, 0.0, 1.0, 0.0, 0.0]
+    assert accuracy_reward(completions, answer=["0.5", "3", 12, "1", None]) == [1.0, 0.0, 1.0, 0.0, None]  # no gold: None, as TRL
     assert accuracy_reward.__name__ == "accuracy_reward"
 
 
@@ -364,6 +364,6 @@ def test_format_reward(completion, expected):
 
 
 def test_docstring_examples():
-    for module in (answer_checking, rewards):
+    for module in (answer_checking, answer_extraction, rewards):
         result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
         assert result.failed == 0, module.__name__

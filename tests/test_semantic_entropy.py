@@ -87,6 +87,49 @@ def test_weighted_dominant_sample():
     assert weighted_semantic_entropy([0, 1], [0.0, -200.0]) == pytest.approx(0.0, abs=1e-60)
 
 
+def test_weighted_with_lengths_uses_mean_token_logliks_by_hand():
+    # two samples of 2 and 4 tokens: means -1/2 = -0.5 and -6/4 = -1.5, softmax p = 1 / (1 + e^-1)
+    p = 1.0 / (1.0 + math.exp(-1.0))
+    expected = -(p * math.log(p) + (1 - p) * math.log(1 - p))
+    assert weighted_semantic_entropy([0, 1], [-1.0, -6.0], lengths=[2, 4]) == pytest.approx(expected, abs=1e-12)
+    # without lengths the sums -1 and -6 are the scores: softmax q = 1 / (1 + e^-5)
+    q = 1.0 / (1.0 + math.exp(-5.0))
+    expected_sums = -(q * math.log(q) + (1 - q) * math.log(1 - q))
+    assert weighted_semantic_entropy([0, 1], [-1.0, -6.0]) == pytest.approx(expected_sums, abs=1e-12)
+    # lengths of 1 are the sums themselves
+    assert weighted_semantic_entropy([0, 1], [-1.0, -6.0], [1, 1]) == weighted_semantic_entropy([0, 1], [-1.0, -6.0])
+
+
+def test_weighted_chain_of_thought_lengths_issue_example():
+    """Issue 12's case: 8 samples of 426-1760 tokens in clusters of sizes {4, 2, 1, 1}.
+
+    The mean token log-likelihoods lie within 0.08 nats of each other, so the sums differ by hundreds of nats: the
+    softmax over sums is one-hot (SE ~0), over the means it is nearly uniform (SE ~1.200, near the discrete 1.213).
+    """
+    ids = [0, 0, 0, 0, 1, 1, 2, 3]
+    lengths = [426, 980, 1310, 1760, 612, 1455, 803, 1120]
+    means = [-0.30, -0.28, -0.30, -0.29, -0.33, -0.32, -0.34, -0.35]
+    sums = [m * n for m, n in zip(means, lengths, strict=True)]
+    # by hand: discrete -(1/2 ln 1/2 + 1/4 ln 1/4 + 2 * 1/8 ln 1/8)
+    discrete = -(0.5 * math.log(0.5) + 0.25 * math.log(0.25) + 2 * 0.125 * math.log(0.125))
+    assert discrete_semantic_entropy(ids) == pytest.approx(discrete, abs=1e-12) and round(discrete, 3) == 1.213
+    # by hand: softmax of the means, summed per cluster
+    weights = [math.exp(m) for m in means]
+    masses = [sum(w for w, c in zip(weights, ids, strict=True) if c == k) / sum(weights) for k in range(4)]
+    by_hand = -sum(p * math.log(p) for p in masses)
+    weighted = weighted_semantic_entropy(ids, sums, lengths)
+    assert weighted == pytest.approx(by_hand, abs=1e-12)
+    assert round(weighted, 3) == 1.200
+    # the sums: the 426-token sample (sum -127.8, the next is -263.9) holds all but e^-136 of the mass
+    assert weighted_semantic_entropy(ids, sums) < 1e-30
+
+
+@pytest.mark.parametrize("lengths", [[1, 0], [1, -3], [1.5, 2], [1, True], [1, 2, 3]])
+def test_weighted_rejects_bad_lengths(lengths):
+    with pytest.raises(ValueError, match="lengths"):
+        weighted_semantic_entropy([0, 1], [-1.0, -2.0], lengths)
+
+
 @pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
 def test_weighted_rejects_non_finite(bad):
     with pytest.raises(ValueError, match="finite"):

@@ -1,0 +1,260 @@
+"""The ranking's shard cache: what a result was computed from (the fingerprint), shards on disk, atomic writes.
+
+A shard file holds the scored rows of ``shard_size`` consecutive prompts and the hash of the fingerprint it was
+computed under; a shard from another fingerprint is never used. :func:`prepare_cache` moves a cache computed from
+other inputs aside (to ``shards.previous``) and logs what changed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from sec_trl.ranking.params import FINGERPRINT_FILENAME, NOT_FINGERPRINTED, SHARD_DIRNAME, RankingParams
+
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "RANKING_FORMAT_VERSION",
+    "build_fingerprint",
+    "dataset_content_hash",
+    "hash_json",
+    "load_shard",
+    "model_fingerprint",
+    "prepare_cache",
+    "read_json",
+    "save_dataset_atomically",
+    "shard_path",
+    "write_json_atomic",
+]
+
+RANKING_FORMAT_VERSION = 2
+"""Bump when sampling/scoring changes in a way that makes old cached shards wrong, and say why in
+:data:`FORMAT_CHANGES` (the log quotes it when it invalidates an older cache)."""
+
+FORMAT_CHANGES = {
+    2: "the weighted estimator now length-normalises the log-likelihoods (mean token log-probability, Farquhar "
+    "et al. 2024), shards record each sample's token count, and the sampling seeds come from "
+    "numpy.random.SeedSequence instead of sha256, so every sample is drawn anew",
+}
+"""Why each cache format version invalidated the one before it."""
+
+
+def _sec_trl_version() -> str:
+    try:
+        import importlib.metadata
+
+        return importlib.metadata.version("sec_trl")
+    except Exception:  # not installed (running from a checkout)
+        return "unknown"
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write ``data`` as JSON to ``path`` through a temporary file and a rename (readers never see half a file)."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
+    try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes 0600 files; use the usual modes
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=1, sort_keys=False)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def read_json(path: Path) -> Any | None:
+    """The JSON content of ``path``; None when it is missing or unreadable."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def hash_json(data: Any) -> str:
+    """sha256 of ``data``'s canonical JSON (sorted keys): the fingerprint hash."""
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def model_fingerprint(name_or_path: str) -> dict:
+    """Identity of a model without loading it: its name/path, the sha256 of its ``config.json``, and the name, size
+    and modification time of every file in its directory (weights, tokenizer, chat template).
+
+    A Hub name is looked up in the local Hub cache (its snapshot directory, whose name is the commit hash); when
+    that fails, only the name is recorded and a warning says the cache cannot notice changed weights.
+    """
+    directory = Path(name_or_path).expanduser()
+    if not directory.is_dir():
+        directory = None
+        try:
+            from transformers.utils import cached_file
+
+            config_file = cached_file(name_or_path, "config.json")
+            if config_file:
+                directory = Path(config_file).parent
+        except Exception as exc:  # offline and not cached, gated, ...
+            logger.warning(
+                "Could not locate model %r locally (%s); the ranking cache records only its name and cannot notice "
+                "changed weights.",
+                name_or_path,
+                type(exc).__name__,
+            )
+    info: dict[str, Any] = {"name_or_path": str(name_or_path)}
+    if directory is None:
+        return info
+    info["resolved"] = str(directory.resolve())
+    config = directory / "config.json"
+    info["config_sha256"] = hashlib.sha256(config.read_bytes()).hexdigest() if config.is_file() else None
+    files = []
+    for f in sorted(directory.iterdir()):
+        if f.is_file() and not f.name.startswith("."):
+            st = f.stat()
+            files.append([f.name, st.st_size, st.st_mtime_ns])
+    info["files"] = files
+    return info
+
+
+def dataset_content_hash(dataset, columns: Sequence[str]) -> str:
+    """sha256 of the given columns' values, row by row (independent of how the dataset was built or stored).
+
+    Used instead of ``Dataset._fingerprint``, which is random for datasets produced by unhashable transforms and
+    differs between identical data loaded in different ways; the content hash is exactly what the results depend
+    on. (``_fingerprint`` is still recorded in ``ranking_meta.json``.)
+    """
+    h = hashlib.sha256()
+    h.update(json.dumps(list(columns)).encode())
+    for batch in dataset.select_columns(list(columns)).iter(batch_size=1000):
+        h.update(json.dumps(batch, sort_keys=True, default=str).encode())
+    return h.hexdigest()
+
+
+def shard_path(shard_dir: Path, shard: int) -> Path:
+    """The file of shard ``shard``."""
+    return shard_dir / f"shard-{shard:06d}.json"
+
+
+def load_shard(shard_dir: Path, shard: int, fingerprint_hash: str, start: int, end: int) -> dict | None:
+    """A finished shard's data, or None when it is missing or not from this fingerprint (never raises)."""
+    path = shard_path(shard_dir, shard)
+    if not path.exists():
+        return None
+    data = read_json(path)
+    ok = (
+        isinstance(data, dict)
+        and data.get("fingerprint") == fingerprint_hash
+        and data.get("shard") == shard
+        and [row.get("index") for row in data.get("rows", [])] == list(range(start, end))
+    )
+    if not ok:
+        logger.warning("Ignoring cache shard %s: unreadable or from other parameters; it will be regenerated.", path)
+        return None
+    return data
+
+
+def _diff_keys(old: Any, new: Any, prefix: str = "") -> list[str]:
+    if isinstance(old, dict) and isinstance(new, dict):
+        out = []
+        for key in sorted(set(old) | set(new), key=str):
+            out += _diff_keys(old.get(key), new.get(key), f"{prefix}.{key}" if prefix else str(key))
+        return out
+    return [] if old == new else [prefix or "<root>"]
+
+
+def prepare_cache(output_dir: Path, fingerprint: dict, fingerprint_hash: str) -> None:
+    """Main process only: make ``shards/`` hold only work from ``fingerprint`` (moving anything else aside)."""
+    shard_dir = output_dir / SHARD_DIRNAME
+    stored = read_json(shard_dir / FINGERPRINT_FILENAME)
+    if shard_dir.is_dir():
+        for stale in shard_dir.glob(".*.tmp-*"):  # temp files of a run killed mid-write
+            stale.unlink(missing_ok=True)
+    if stored is not None and stored.get("hash") == fingerprint_hash:
+        return
+    existing = sorted(shard_dir.glob("shard-*.json")) if shard_dir.is_dir() else []
+    if stored is not None or existing:
+        changed = _diff_keys((stored or {}).get("fingerprint"), fingerprint) if stored else ["<no fingerprint file>"]
+        previous = output_dir / f"{SHARD_DIRNAME}.previous"
+        _log_format_change((stored or {}).get("fingerprint"), shard_dir)
+        logger.warning(
+            "The ranking cache in %s was computed with different inputs (changed: %s); moving its %d shards to %s "
+            "and starting over.",
+            shard_dir,
+            ", ".join(changed[:12]) + (" ..." if len(changed) > 12 else ""),
+            len(existing),
+            previous,
+        )
+        if previous.exists():
+            shutil.rmtree(previous)
+        os.replace(shard_dir, previous)
+    shard_dir.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(shard_dir / FINGERPRINT_FILENAME, {"hash": fingerprint_hash, "fingerprint": fingerprint})
+
+
+def save_dataset_atomically(dataset, output_dir: Path) -> None:
+    """``save_to_disk`` into a temporary sibling, then move the files into ``output_dir`` (``state.json`` last)."""
+    tmp = Path(tempfile.mkdtemp(prefix=".dataset-tmp-", dir=output_dir))
+    try:
+        dataset.save_to_disk(str(tmp))
+        new_files = {f.name for f in tmp.iterdir()}
+        for f in sorted(tmp.iterdir(), key=lambda f: f.name == "state.json"):
+            os.replace(f, output_dir / f.name)
+        for old in output_dir.glob("data-*.arrow"):
+            if old.name not in new_files:
+                old.unlink(missing_ok=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _log_format_change(stored_fingerprint: Any, shard_dir: Path) -> None:
+    """Say why a cache of an older format is invalid (the reasons of every version bump since it was written)."""
+    old = stored_fingerprint.get("format") if isinstance(stored_fingerprint, dict) else None
+    if old == RANKING_FORMAT_VERSION or not isinstance(old, int):
+        return
+    reasons = [f"format {v}: {why}" for v, why in sorted(FORMAT_CHANGES.items()) if old < v <= RANKING_FORMAT_VERSION]
+    logger.warning(
+        "The ranking cache in %s has cache format %d; this version writes format %d, so its shards are invalid (%s).",
+        shard_dir,
+        old,
+        RANKING_FORMAT_VERSION,
+        "; ".join(reasons) or "a newer format than this version knows",
+    )
+
+
+def build_fingerprint(view, model_path: str, params: RankingParams, has_answers: bool) -> dict:
+    """What a ranking's results depend on: the cache format, library versions, the model's identity
+    (:func:`model_fingerprint`), the prompts' content hash and every parameter that changes an output value."""
+    return {
+        "format": RANKING_FORMAT_VERSION,
+        "versions": _library_versions(),
+        "model": model_fingerprint(model_path),
+        "dataset": {
+            "num_rows": len(view),
+            "content_sha256": dataset_content_hash(view, view.column_names),
+            "has_answers": has_answers,
+        },
+        "params": {k: v for k, v in asdict(params).items() if k not in NOT_FINGERPRINTED},
+    }
+
+
+def _library_versions() -> dict:
+    """The versions the results depend on (part of the fingerprint)."""
+    import torch
+    import transformers
+
+    versions = {"sec_trl": _sec_trl_version(), "torch": torch.__version__, "transformers": transformers.__version__}
+    return versions

@@ -1,0 +1,81 @@
+"""The command line: ``python -m sec_trl.rank --help``."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+
+from sec_trl.ranking.core import process_state, rank_dataset
+from sec_trl.ranking.params import EXIT_INCOMPLETE, RankingIncomplete, RankingParams, RankScriptArguments
+from sec_trl.ranking.report import read_ranking_meta
+
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["main"]
+
+
+def _load_cli_dataset(args: RankScriptArguments):
+    """The dataset to rank, as stored (``rank_dataset`` validates and formats it with the shared prompt format),
+    and the name of its answer column (None: rank a dataset without reference answers)."""
+    from sec_trl.data import ANSWER_COLUMN, load_raw_dataset, make_arithmetic_splits
+
+    answer_column = None if args.dataset_answer_column.lower() in ("", "none") else args.dataset_answer_column
+    if args.dataset_name is None:
+        dataset = make_arithmetic_splits(
+            args.arithmetic_num_train, args.arithmetic_num_test, seed=args.arithmetic_seed
+        )["train"]
+        if answer_column is not None and answer_column != ANSWER_COLUMN:
+            dataset = dataset.rename_column(ANSWER_COLUMN, answer_column)
+    else:
+        dataset = load_raw_dataset(args.dataset_name, split=args.dataset_train_split, config=args.dataset_config)
+    if args.num_prompts is not None:
+        dataset = dataset.select(range(min(args.num_prompts, len(dataset))))
+    return dataset, answer_column
+
+
+def make_parser():
+    """``TrlParser`` over :class:`RankScriptArguments` and :class:`RankingParams`: flags or ``--config rank.yaml``."""
+    from trl import TrlParser
+
+    return TrlParser((RankScriptArguments, RankingParams))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command line entry point (``python -m sec_trl.rank --help``). Returns the exit code."""
+    parser = make_parser()
+    args, params = parser.parse_args_and_config(args=list(argv) if argv is not None else None)
+    logging.basicConfig(
+        level=getattr(logging, args.log_level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if not args.output_dir:
+        parser.error("--output_dir is required")
+    dataset, answer_column = _load_cli_dataset(args)
+    try:
+        rank_dataset(
+            dataset,
+            args.model_name_or_path,
+            args.output_dir,
+            prompt_column=args.dataset_prompt_column if args.dataset_name is not None else "prompt",
+            answer_column=answer_column,
+            params=params,
+            prompt_format=args.prompt_format(),
+        )
+    except RankingIncomplete as exc:
+        logger.warning("%s", exc)
+        return EXIT_INCOMPLETE
+    if process_state().is_main_process:
+        meta = read_ranking_meta(args.output_dir) or {}
+        print(
+            json.dumps(
+                {
+                    "counts": meta.get("counts"),
+                    "semantic_entropy": meta.get("semantic_entropy"),
+                    "timing": meta.get("timing"),
+                },
+                indent=1,
+            )
+        )
+    return 0
