@@ -289,7 +289,8 @@ def test_default_checker_and_timeout_validation():
 
 def test_accuracy_reward_on_strings():
     completions = ["so \\boxed{\\frac{1}{2}}", "\\boxed{-3}", "The answer is 12.", "nothing", "\\boxed{7}"]
-    assert accuracy_reward(completions, answer=["0.5", "3", 12, "1", None]) == [1.0, 0.0, 1.0, 0.0, None]  # no gold: None, as TRL
+    # no gold answer: None, as TRL's rewards (GRPO leaves the sample out)
+    assert accuracy_reward(completions, answer=["0.5", "3", 12, "1", None]) == [1.0, 0.0, 1.0, 0.0, None]
     assert accuracy_reward.__name__ == "accuracy_reward"
 
 
