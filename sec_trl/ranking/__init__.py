@@ -70,8 +70,9 @@ which entries changed and moves the old shards to ``DIR/shards.previous`` (repla
 
 Multi-process: with ``accelerate launch``, shards are assigned round-robin to processes; each process writes its
 own shards; after a barrier the main process merges all shards in index order and writes the output; the other
-processes then load it, so every process returns the same dataset. ``--use_vllm`` runs in one process (vLLM
-manages the GPU itself).
+processes then load it, so every process returns the same dataset. ``--use_vllm`` gives each process its own vLLM
+engine (``distributed_executor_backend="external_launcher"``, as TRL's colocate mode); the per-prompt seeds keep
+the samples independent of the process count.
 
 No answer and bad log-likelihoods: a sample with no extractable answer (an empty completion, or one cut off
 before any number) is its own singleton cluster (see :func:`~sec_trl.semantic_entropy.cluster_answers`). With

@@ -212,11 +212,6 @@ def _start_run(
     if params.use_vllm:
         samplers.require_vllm()
     state = process_state()
-    if params.use_vllm and state.num_processes > 1:
-        raise ValueError(
-            "--use_vllm runs in a single process (vLLM manages the GPU itself); launch with one process, or drop "
-            "--use_vllm to rank with transformers on several processes."
-        )
     view = _validated_view(dataset, prompt_column, answer_column, prompt_format)
     model_path = _resolve_model(model_name_or_path) if state.is_main_process else None
     if state.num_processes > 1:
@@ -311,8 +306,10 @@ def _run_shards(run: _Run, todo: list[int], shard_callback, show_progress: bool)
     if not todo_now:  # max_shards=0: nothing to do in this run, not even loading the model
         return {"stopped_early": True}
     load_start = time.perf_counter()
-    sampler_cls = samplers.VLLMSampler if params.use_vllm else samplers.TransformersSampler
-    sampler = sampler_cls(run.model_path, params, state.device)
+    if params.use_vllm:
+        sampler = samplers.VLLMSampler(run.model_path, params, state.device, num_processes=state.num_processes)
+    else:
+        sampler = samplers.TransformersSampler(run.model_path, params, state.device)
     out = {
         "shards_generated": 0,
         "prompts_generated": 0,
@@ -338,6 +335,7 @@ def _run_shards(run: _Run, todo: list[int], shard_callback, show_progress: bool)
     finally:
         bar.close()
         checker.close()
+        sampler.close()
     out["generation_seconds"] = sampler.generation_seconds
     out["stopped_early"] = len(todo_now) < len(todo)
     return out

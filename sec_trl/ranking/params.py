@@ -130,7 +130,7 @@ class RankingParams:
         default=False,
         metadata={
             "help": "Sample with vLLM (vllm.LLM(...).generate with SamplingParams(n=num_samples, ...)); needs "
-            "vllm installed and a GPU; single process only."
+            "vllm installed and a GPU. Under accelerate launch, one engine per process (data-parallel)."
         },
     )
     vllm_gpu_memory_utilization: float = field(

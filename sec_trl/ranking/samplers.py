@@ -159,6 +159,11 @@ class TransformersSampler:
         )
         self.generation_seconds = 0.0
 
+    def close(self) -> None:
+        """Free the model and its accelerator memory before training starts."""
+        self.model = None
+        _free_accelerator_memory()
+
     def begin_shard(self, seed: int, first_index: int) -> None:
         """Start a shard: reset torch's random state to the shard's seed (``first_index`` is not needed here)."""
         import torch
@@ -240,12 +245,18 @@ class VLLMSampler:
 
     backend = "vllm"
 
-    def __init__(self, model_path: str, params: RankingParams, device) -> None:
+    def __init__(self, model_path: str, params: RankingParams, device, num_processes: int = 1) -> None:
         require_vllm()
         from vllm import LLM
 
         self.params = params
         self.tokenizer = load_tokenizer(model_path, params.trust_remote_code)
+        kwargs = {}
+        if num_processes > 1:
+            # Data-parallel under accelerate launch, as TRL's colocate mode: one engine per process on its own GPU,
+            # inside the launcher's process group (tensor_parallel_size 1). Every prompt is seeded from its row
+            # index, so the samples do not depend on which process draws them.
+            kwargs = {"distributed_executor_backend": "external_launcher", "tensor_parallel_size": 1}
         self.llm = LLM(
             model=model_path,
             tokenizer=model_path,
@@ -253,9 +264,15 @@ class VLLMSampler:
             dtype=params.dtype,
             seed=params.seed,
             gpu_memory_utilization=params.vllm_gpu_memory_utilization,
+            **kwargs,
         )
         self.generation_seconds = 0.0
         self._next_index = 0
+
+    def close(self) -> None:
+        """Free the engine and its GPU memory (train.py ranks before the trainer starts its own vLLM)."""
+        self.llm = None
+        _free_accelerator_memory()
 
     def begin_shard(self, seed: int, first_index: int) -> None:
         """Start a shard whose first row is ``first_index`` (each prompt is seeded from its row index)."""
@@ -300,6 +317,16 @@ class VLLMSampler:
                 )
             out.append(samples)
         return out
+
+
+def _free_accelerator_memory() -> None:
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def require_vllm() -> None:
