@@ -8,16 +8,16 @@ confidently known) to high SE (the model is unsure), ready to be cut into curric
 Command line::
 
     # the embedded SmolLM2-135M-Instruct on the generated arithmetic train split (train.py's default data)
-    python -m sec_trl.rank --output outputs/se_arith --num_samples 8 --max_new_tokens 256
+    python -m sec_trl.rank --output_dir outputs/se_arith --num_samples 8 --max_new_tokens 256
 
     # several processes, one per GPU; on a CPU-only machine the same command gives 2 CPU processes (gloo)
-    accelerate launch --multi_gpu --num_processes 2 -m sec_trl.rank --output outputs/se_arith
+    accelerate launch --multi_gpu --num_processes 2 -m sec_trl.rank --output_dir outputs/se_arith
     # (`accelerate launch --cpu --num_processes 2` starts ONE process: accelerate fans CPU runs out only through
     # mpirun. `torchrun --nproc_per_node 2 -m sec_trl.rank ...` works too.)
 
     # a Hub model and dataset, with vLLM on one GPU
-    python -m sec_trl.rank --model Qwen/Qwen2.5-0.5B-Instruct --dataset open-r1/DAPO-Math-17k-Processed \\
-        --dataset_config en --dataset_answer_column solution --output outputs/se_dapo --use_vllm
+    python -m sec_trl.rank --model_name_or_path Qwen/Qwen2.5-0.5B-Instruct --dataset_name open-r1/DAPO-Math-17k-Processed \\
+        --dataset_config en --dataset_answer_column solution --output_dir outputs/se_dapo --use_vllm true
 
 Python::
 
