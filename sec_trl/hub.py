@@ -32,7 +32,7 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from .model_card import push_failure_message
+from .model_card import REPO_ID_PLACEHOLDER
 
 
 logger = logging.getLogger(__name__)
@@ -176,6 +176,61 @@ def hub_base_model(base_model: str | None) -> str | None:
     if base_model == EMBEDDED_MODEL_NAME:
         return EMBEDDED_MODEL_SOURCE
     return base_model
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# when a push fails
+
+
+def _failure_reason(exc: BaseException) -> str:
+    names = {cls.__name__ for cls in type(exc).__mro__}
+    response = getattr(exc, "response", None)
+    status = getattr(response, "status_code", None)
+    if "OfflineModeIsEnabled" in names:
+        return "offline mode is on (HF_HUB_OFFLINE is set), so the Hub was not contacted"
+    if status in (401, 403):
+        return f"the Hub refused the credentials (HTTP {status}): log in with a token that has write access"
+    if status is not None:
+        return f"the Hub answered HTTP {status}"
+    if isinstance(exc, (OSError, TimeoutError)) or any(
+        word in name for name in names for word in ("Connect", "Timeout", "Network", "Transport")
+    ):
+        return "the Hub could not be reached (no network connection?)"
+    return "the upload did not complete"
+
+
+def push_failure_message(exc: BaseException, output_dir: str, repo_id: str | None = None) -> str:
+    """What to print when `--push_to_hub` fails: the checkpoint is safe locally, and how to push it later.
+
+    Args:
+        exc: the exception raised by the push.
+        output_dir: the output directory. It is shown relative to the current directory (so the printed command
+            works from where the user stands); an absolute path outside it is reduced to its name.
+        repo_id: the target repository (`args.hub_model_id`), if known.
+    """
+    shown = _shown_output_dir(output_dir)
+    repo = repo_id or REPO_ID_PLACEHOLDER
+    detail = (str(exc).strip().splitlines() or [""])[0][:200]
+    return "\n".join(
+        [
+            f"Pushing to the Hub failed: {_failure_reason(exc)} ({type(exc).__name__}: {detail}).",
+            f"Nothing is lost: the trained model and its model card are saved locally in the output directory "
+            f"'{shown}'.",
+            "To push it later, once online, log in (`hf auth login`, or set HF_TOKEN) and run, from this directory:",
+            f"    python -m sec_trl.hub --output_dir {shown} --hub_model_id {repo}",
+            "(it uploads the final model and card, without checkpoints, training_args.bin or local paths).",
+        ]
+    )
+
+
+def _shown_output_dir(output_dir: str) -> str:
+    """``output_dir`` relative to the current directory when it lies inside it, else its base name only."""
+    text = str(output_dir).rstrip("/\\") or str(output_dir)
+    absolute = os.path.abspath(os.path.expanduser(text))
+    cwd = os.getcwd()
+    if absolute == cwd or absolute.startswith(cwd.rstrip(os.sep) + os.sep):
+        return os.path.relpath(absolute, cwd)
+    return Path(text).name or text
 
 
 # --------------------------------------------------------------------------------------------------------------------

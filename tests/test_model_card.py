@@ -7,13 +7,13 @@ from pathlib import Path
 import pytest
 from huggingface_hub import ModelCard
 
+from sec_trl.hub import push_failure_message
 from sec_trl.model_card import (
     SE_HISTOGRAM_FILENAME,
     _redact,
     _series,
     assert_card_is_clean,
     plot_training_curves,
-    push_failure_message,
     render_model_card,
 )
 

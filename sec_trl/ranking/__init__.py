@@ -16,8 +16,9 @@ Command line::
     # mpirun. `torchrun --nproc_per_node 2 -m sec_trl.rank ...` works too.)
 
     # a Hub model and dataset, with vLLM on one GPU
-    python -m sec_trl.rank --model_name_or_path Qwen/Qwen2.5-0.5B-Instruct --dataset_name open-r1/DAPO-Math-17k-Processed \\
-        --dataset_config en --dataset_answer_column solution --output_dir outputs/se_dapo --use_vllm true
+    python -m sec_trl.rank --model_name_or_path Qwen/Qwen2.5-0.5B-Instruct \\
+        --dataset_name open-r1/DAPO-Math-17k-Processed --dataset_config en \\
+        --dataset_answer_column solution --output_dir outputs/se_dapo --use_vllm true
 
 Python::
 
