@@ -34,7 +34,7 @@ from _common import THREADS_HELP, machine_line, set_threads, sync
 from sec_trl.losses import kl_cov_per_token_loss, sent_per_token_loss
 
 
-# SENT reference-run values (METHOD.md section 2)
+# SENT reference-run values (docs/method.md)
 LOW_ENTROPY_QUANTILE = 0.8
 COV_RATIO = 2e-4
 KL_COEF = 0.1
