@@ -11,13 +11,15 @@ For every shape: both losses are checked equal (forward: the per-token loss; bac
 log-probabilities; the selected KL coefficients exactly), then forward + backward of each is timed interleaved
 (A, B, B, A, A, B, ...: the order alternates per repeat), and the median times and their ratio are printed.
 Inputs are continuous random values, so no two entropies or covariances tie (ties are the one place where the
-two selections may legitimately differ: `torch.topk` does not specify its tie order).
+two selections may legitimately differ: `torch.topk` does not specify its tie order, `sec_trl` breaks covariance ties
+by lower entropy, then position).
 
     python benchmarks/bench_loss.py                                  # 64 x 1024, CUDA if available
     python benchmarks/bench_loss.py --shapes 64x1024 16x4096 256x1024 --device cpu --repeats 20
 
 On the CPU the host round trip of the reference style costs nothing (`.cpu()` of a CPU tensor is a no-op), so the
-CPU numbers compare the selection algorithms only (host `torch.topk` against `sec_trl`'s stable sorts); the
+CPU numbers compare the selection algorithms only (host `torch.topk` on the compacted valid tokens against
+`sec_trl`'s device-side top-k of a static bound / `kthvalue` with sentinels over all positions); the
 transfer and synchronisation costs the device-side design avoids only show with `--device cuda`.
 """
 
@@ -34,7 +36,7 @@ from _common import THREADS_HELP, machine_line, set_threads, sync
 from sec_trl.losses import kl_cov_per_token_loss, sent_per_token_loss
 
 
-# SENT reference-run values (METHOD.md section 2)
+# SENT reference-run values (docs/method.md)
 LOW_ENTROPY_QUANTILE = 0.8
 COV_RATIO = 2e-4
 KL_COEF = 0.1

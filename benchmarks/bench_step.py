@@ -12,6 +12,9 @@ active). Measured:
    `.backward()` of every variant is timed on that identical batch, interleaved (the order alternates per
    repeat), median over the repeats; the ratio to `GRPOTrainer` is printed as the ratio of the medians and as the
    median of the per-repeat ratios (each variant against the `GRPOTrainer` measurement of the same repeat).
+   `none` runs exactly TRL's loss code, so `none / GRPOTrainer` is the measurement's own noise floor: it is printed
+   with every result (and whether it is within 2 %), and the regularisers are judged against `none` (`vs none`:
+   the paired ratio to `none` in the same repeat), not against `GRPOTrainer`.
 2. **peak memory of loss + backward**, above what is resident before it (weights, the batch; gradients are
    freed first): on CUDA `torch.cuda.max_memory_allocated` after `reset_peak_memory_stats`; on the CPU the
    running sum of the allocation / free events that `torch.profiler` records for torch's CPU allocator (tensor
@@ -287,6 +290,38 @@ def _paired_ratio(times, name, baseline="grpo"):
     return statistics.median(a / b for a, b in zip(times[name], times[baseline], strict=True))
 
 
+def _paired_spread(times, name, baseline="grpo"):
+    """Half the interquartile range of the per-repeat ratios: how far one repeat's ratio typically strays."""
+    ratios = sorted(a / b for a, b in zip(times[name], times[baseline], strict=True))
+    if len(ratios) < 4:
+        return float("nan")
+    q1, _, q3 = statistics.quantiles(ratios, n=4)
+    return (q3 - q1) / 2
+
+
+def noise_floor_lines(times, floor_target=0.02):
+    """`none` runs exactly TRL's loss, so `none / GRPOTrainer` is the measurement's own noise floor; every other
+    variant is judged against `none` (paired, same repeat), not against GRPOTrainer."""
+    floor = _paired_ratio(times, "none")
+    within = abs(floor - 1.0) <= floor_target
+    lines = [
+        f"noise floor (SETGRPOTrainer none / GRPOTrainer, identical loss code) = "
+        f"{statistics.median(times['none']) / statistics.median(times['grpo']):.3f} (paired {floor:.3f}, "
+        f"half-IQR {_paired_spread(times, 'none'):.3f}; {len(times['none'])} repeats; within "
+        f"{floor_target:.0%}: {'yes' if within else 'NO, more repeats or a quieter machine needed'})"
+    ]
+    for name in times:
+        if name in ("grpo", "none"):
+            continue
+        lines.append(
+            f"vs none ({LABELS[name]} / SETGRPOTrainer none) = "
+            f"{statistics.median(times[name]) / statistics.median(times['none']):.3f} "
+            f"(paired {_paired_ratio(times, name, 'none'):.3f}, half-IQR {_paired_spread(times, name, 'none'):.3f}); "
+            f"floor none / GRPOTrainer = {floor:.3f}"
+        )
+    return lines
+
+
 def main(argv=None):
     cuda = torch.cuda.is_available()
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -323,6 +358,8 @@ def main(argv=None):
         parser.error("--train-steps must be a multiple of steps_per_generation = 2 * --grad-accum")
     if "grpo" not in args.variants:
         args.variants = ["grpo", *args.variants]
+    if "none" not in args.variants:  # the noise floor: exactly TRL's loss through SETGRPOTrainer
+        args.variants = ["grpo", "none", *[v for v in args.variants if v != "grpo"]]
     train_variants = [v for v in args.variants if v in (args.train_variants or args.variants)]
     if "grpo" not in train_variants:
         train_variants = ["grpo", *train_variants]
@@ -369,13 +406,14 @@ def main(argv=None):
     print(f"\nloss + backward, one identical step batch: {args.repeats} repeats (+{args.warmup} warm-up), interleaved")
     print(f"peak memory: {memory_note}")
     header = (
-        f"{'variant':<24} {'median ms':>10} {'ratio':>7} {'paired':>7} {'peak MiB':>9} {'ratio':>7} "
+        f"{'variant':<24} {'median ms':>10} {'ratio':>7} {'paired':>7} {'vs none':>8} {'peak MiB':>9} {'ratio':>7} "
         f"{'+weights MiB':>13} {'ratio':>7}"
     )
     print(header)
     for name in trainers:
         median = statistics.median(times[name])
         row = f"{LABELS[name]:<24} {median * 1e3:>10.1f} {median / base:>7.3f} {_paired_ratio(times, name):>7.3f}"
+        row += f" {_paired_ratio(times, name, 'none'):>8.3f}"
         if memory_ok:
             total, base_total = peaks[name] + param_bytes, peaks["grpo"] + param_bytes
             row += (
@@ -401,8 +439,12 @@ def main(argv=None):
                 f"{LABELS[name]:<24} {median:>10.2f} {median / train_base:>7.3f} "
                 f"{_paired_ratio(train_times, name):>7.3f}"
             )
+        if "none" in train_times:
+            print("train(): " + noise_floor_lines(train_times)[0])
 
     print()
+    for line in noise_floor_lines(times):
+        print(line)
     for name in trainers:
         if name == "grpo":
             continue

@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import math
+import warnings
+from dataclasses import dataclass, field, fields
 
 from trl import GRPOConfig
 
 
 TOKEN_REGULARIZERS = ("sent", "kl_cov", "clip_cov", "none")
+# Regularisers whose loss has no PPO clipping: epsilon / epsilon_high do nothing, clip_ratio/* is not logged.
+UNCLIPPED_REGULARIZERS = ("sent", "kl_cov")
 # Aggregations that take a plain per-token loss: the regularisers replace the per-token policy term only.
 REGULARIZER_LOSS_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo")
+
+
+_GRPO_DEFAULTS = {f.name: f.default for f in fields(GRPOConfig)}
 
 
 @dataclass
@@ -56,6 +63,12 @@ class SETGRPOConfig(GRPOConfig):
             curriculum is one pass of the sampler: keep `num_train_epochs=1`.
         curriculum_shuffle_within_stage (`bool`, *optional*, defaults to `True`):
             Shuffle the prompts inside each stage (seeded by `seed`, stage and epoch), as in the reference run.
+        curriculum_stage_restart (`bool`, *optional*, defaults to `False`):
+            At each stage boundary, restart as the SENT reference run does (it trains stage 2 as a new run from the
+            stage-1 checkpoint): reset the optimizer state and the learning-rate schedule and, with `beta > 0`, make
+            the KL reference model a copy of the current policy. `False` (the default) keeps one continuous run, with
+            optimizer state, schedule and reference model carried across stages, which is what earlier versions of
+            this package did and what a single `GRPOTrainer` run does; turn it on to follow the reference exactly.
         curriculum_se_column (`str`, *optional*, defaults to `"semantic_entropy"`):
             Dataset column holding each prompt's semantic entropy.
         log_semantic_entropy (`bool`, *optional*, defaults to `True`):
@@ -109,6 +122,14 @@ class SETGRPOConfig(GRPOConfig):
     curriculum_shuffle_within_stage: bool = field(
         default=True, metadata={"help": "Shuffle prompts inside each stage (seeded)."}
     )
+    curriculum_stage_restart: bool = field(
+        default=False,
+        metadata={
+            "help": "At each curriculum stage boundary reset the optimizer and LR schedule and, with beta > 0, make "
+            "the reference model the current policy (the SENT reference trains each stage as a new run from the "
+            "previous stage's checkpoint). Default False: one continuous run, as before and as in GRPOTrainer."
+        },
+    )
     curriculum_se_column: str = field(
         default="semantic_entropy", metadata={"help": "Dataset column with each prompt's semantic entropy."}
     )
@@ -124,14 +145,35 @@ class SETGRPOConfig(GRPOConfig):
         if self.bf16 is None and not self.fp16 and (self.use_cpu or not _bf16_accelerator_available()):
             self.bf16 = False
         super().__post_init__()
+        self._validate_finite()
         self._validate_token_regularizer()
         self._validate_curriculum()
+
+    def _validate_finite(self) -> None:
+        """Every float field (coefficients, ratios, rates, ...) must be a finite number: inf or NaN is a typo."""
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ValueError(f"{f.name}={value} is not a finite number; every float setting must be finite.")
 
     def _validate_curriculum(self) -> None:
         for name in ("curriculum_stages", "curriculum_epochs_per_stage"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name}={value!r} is out of range; allowed: an integer >= 1.")
+        if self.curriculum_stage_restart:
+            if not self.curriculum:
+                raise ValueError(
+                    "curriculum_stage_restart=True needs curriculum=True (there are no stages without it)."
+                )
+            generate_every = self.steps_per_generation * self.num_iterations
+            if generate_every % self.gradient_accumulation_steps != 0:
+                raise ValueError(
+                    f"curriculum_stage_restart=True needs every rollout batch to start an optimizer step, so that a "
+                    f"stage boundary falls between two optimizer steps: steps_per_generation * num_iterations = "
+                    f"{self.steps_per_generation} * {self.num_iterations} must be a multiple of "
+                    f"gradient_accumulation_steps={self.gradient_accumulation_steps}."
+                )
         if not self.curriculum:
             return
         if self.remove_unused_columns:
@@ -171,16 +213,59 @@ class SETGRPOConfig(GRPOConfig):
                 f"delta={self.delta} (two-sided clipping) is not used by token_regularizer="
                 f"{self.token_regularizer!r}; unset delta or use --token_regularizer none."
             )
+        if self.token_regularizer in UNCLIPPED_REGULARIZERS:
+            if self.top_entropy_quantile < 1.0:
+                raise ValueError(
+                    f"top_entropy_quantile={self.top_entropy_quantile} keeps only the high-entropy tokens in the "
+                    f"loss, which masks out exactly the low-entropy tokens that token_regularizer="
+                    f"{self.token_regularizer!r} regularises; use top_entropy_quantile=1.0 with it, or the 80/20 "
+                    "method with --token_regularizer none."
+                )
+            changed = [
+                f"{name}={getattr(self, name)}"
+                for name in ("epsilon", "epsilon_high")
+                if getattr(self, name) != _GRPO_DEFAULTS[name]
+            ]
+            if changed:
+                warnings.warn(
+                    f"{', '.join(changed)} has no effect: token_regularizer={self.token_regularizer!r} does not clip "
+                    "the importance ratio (its loss is -A r + c |logp - old_logp|, as in KL-Cov). Only "
+                    "token_regularizer='clip_cov' and 'none' use the PPO clip range.",
+                    UserWarning,
+                    stacklevel=3,
+                )
 
     @property
     def kl_term_is_inert(self) -> bool:
-        """True when every update is on-policy, so that `|logp - old_logp|` is identically 0 (METHOD.md, section 2).
+        """True when every update is on-policy, so that `|logp - old_logp|` is identically 0 (docs/method.md).
 
         Mirrors GRPOTrainer: old log-probs are recomputed only when `gradient_accumulation_steps` is not a multiple
         of `steps_per_generation * num_iterations`; otherwise each rollout batch is used within one optimizer step.
         """
         generate_every = self.steps_per_generation * self.num_iterations
         return self.gradient_accumulation_steps % generate_every == 0
+
+    def kl_term_activating_settings(self) -> dict[str, int]:
+        """Changes that each, alone, make the KL term active (`kl_term_is_inert` becomes False).
+
+        The term is inert iff `gradient_accumulation_steps % (steps_per_generation * num_iterations) == 0`, so:
+
+        - `steps_per_generation`: the smallest multiple `m * steps_per_generation` (m >= 2, so the generation batch
+          stays divisible by `num_generations`) whose product with `num_iterations` does not divide the
+          accumulation steps;
+        - `num_iterations`: the smallest value above the current one whose product with `steps_per_generation`
+          does not divide the accumulation steps (e.g. gas=4, spg=2: not 2, which stays inert, but 3).
+
+        Both searches end: any product larger than `gradient_accumulation_steps` does not divide it.
+        """
+        gas, spg, it = self.gradient_accumulation_steps, self.steps_per_generation, self.num_iterations
+        m = 2
+        while gas % (m * spg * it) == 0:
+            m += 1
+        iterations = it + 1
+        while gas % (spg * iterations) == 0:
+            iterations += 1
+        return {"steps_per_generation": m * spg, "num_iterations": iterations}
 
 
 def _check_range(name: str, value: float, *, low: float, low_open: bool = False, high: float | None = None) -> None:

@@ -25,7 +25,8 @@ Curriculum rules
       run of tied SE values straddles a cut (frequent with the discrete estimator, whose values are quantised; the
       tied prompts are then split by dataset index). :func:`curriculum_schedule_summary` reports such ties.
     * **Epochs**: stage 0 is emitted for ``epochs_per_stage`` epochs, then stage 1, ... all in ONE pass of the
-      sampler (= one training run, no restart between stages, so optimizer and LR-schedule state carry over).
+      sampler (= one training run; optimizer and LR-schedule state carry over between stages unless the trainer's
+      ``curriculum_stage_restart`` resets them at each boundary, as the reference's stage-by-stage runs do).
     * **Shuffling**: with ``shuffle_within_stage`` each (stage, epoch) is an independent permutation of the stage,
       drawn from a private ``numpy`` generator seeded with ``SeedSequence([seed, stage, epoch])``; otherwise the
       stage is emitted in SE order every epoch.

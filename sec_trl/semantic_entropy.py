@@ -1,6 +1,6 @@
 """Semantic entropy of a set of sampled responses: clustering by meaning, and the two SE estimators.
 
-SENT's data curriculum (see ``METHOD.md`` section 1) samples N responses per prompt, groups responses that mean
+SENT's data curriculum (see ``docs/method.md``, "Data side") samples N responses per prompt, groups responses that mean
 the same thing into clusters, and orders prompts by the entropy of the cluster distribution:
 
 - :func:`discrete_semantic_entropy`: ``SE = -sum_k (n_k/N) ln(n_k/N)`` (natural log; ``0`` for one cluster,

@@ -8,11 +8,12 @@ import warnings
 
 import torch
 from accelerate.logging import get_logger
-from accelerate.utils import gather_object
+from accelerate.utils import gather_object, is_peft_model
 from trl import GRPOTrainer
+from trl.trainer.callbacks import SyncRefModelCallback
 from trl.trainer.utils import get_config_model_id, nanmax, nanmin
 
-from .config import SETGRPOConfig
+from .config import UNCLIPPED_REGULARIZERS, SETGRPOConfig
 from .curriculum import CurriculumSampler, validate_semantic_entropy_column
 from .losses import clip_cov_per_token_loss, kl_cov_per_token_loss, sent_per_token_loss
 from .rewards import completion_text
@@ -23,11 +24,14 @@ logger = get_logger(__name__)
 
 INERT_WARNING = (
     "token_regularizer={reg!r} is inert with this configuration: gradient_accumulation_steps={gas} is a multiple "
-    "of steps_per_generation * num_iterations = {spg} * {it}, so every update is on-policy and "
-    "|logp - old_logp| is identically 0 (no value, no gradient). The loss reduces to plain policy gradient without "
-    "clipping. To activate it, feed each rollout batch to more than one optimizer step: e.g. "
-    "--steps_per_generation {suggest} (or --num_iterations 2), as in the SENT reference run."
+    "of steps_per_generation * num_iterations = {spg} * {it}, so every update is on-policy and the KL term "
+    "|logp - old_logp| is exactly 0 (no value, no gradient). The loss reduces to plain policy gradient without "
+    "clipping. To activate it, feed each rollout batch to more than one optimizer step, as in the SENT reference "
+    "run: --steps_per_generation {spg_fix} or --num_iterations {it_fix} (each alone makes "
+    "gradient_accumulation_steps not a multiple of steps_per_generation * num_iterations)."
 )
+# Written into each checkpoint once a curriculum stage restart has replaced the reference model (beta > 0).
+REF_MODEL_CHECKPOINT_NAME = "sec_trl_ref_model.pt"
 
 
 class SETGRPOTrainer(GRPOTrainer):
@@ -42,14 +46,22 @@ class SETGRPOTrainer(GRPOTrainer):
       changed lines are marked `# sec_trl`. Aggregation (`loss_type`), the `beta` KL to the reference model, the
       entropy bonus, `top_entropy_quantile`, the off-policy mask and the vLLM importance-sampling correction are
       TRL's. With `token_regularizer="none"` the method computes exactly TRL's loss
-      (`tests/test_trainer.py` checks this against `GRPOTrainer._compute_loss`).
+      (`tests/test_trainer.py` checks this against `GRPOTrainer._compute_loss`). Two regulariser-only changes:
+      while no optimizer step separates the rollout batch from the update (the step it was generated at is
+      recorded), the regulariser gets the detached current log-probs as old ones, so its KL term is exactly 0 with
+      exactly 0 gradient (docs/method.md, "On-policy rule"); and `clip_ratio/*` is not logged for `sent` /
+      `kl_cov`, which do not clip.
     - `__init__`: validates the curriculum's semantic-entropy column before the model loads, and warns once when the
       configuration makes the KL term inert (fully on-policy updates).
     - `_get_train_sampler`: with `args.curriculum`, a [`CurriculumSampler`] (low to high semantic entropy, in
       stages, same order on every process, same contract as TRL's `RepeatSampler`) instead of `RepeatSampler`.
     - `create_model_card`: the SENT card from `model_cards/` (settings, curves, citation, no local paths).
     - `_generate_and_score_completions` / `_calculate_rewards`: call TRL's, then log the curriculum position and
-      the online semantic entropy of the GRPO groups.
+      the online semantic entropy of the GRPO groups; record the optimizer step of each rollout batch.
+    - With `args.curriculum_stage_restart`: at the first rollout batch of each new stage the optimizer state is
+      cleared and (with `beta > 0`) the reference model becomes the current policy; `create_scheduler` builds one
+      learning-rate schedule per stage; checkpoints carry the replaced reference model (`_save_checkpoint`,
+      `_load_from_checkpoint`). Not supported with DeepSpeed / FSDP (a ValueError says so).
 
     Everything else (generation, rewards, advantages, vLLM, PEFT, DeepSpeed, logging) is inherited unchanged.
     """
@@ -86,13 +98,23 @@ class SETGRPOTrainer(GRPOTrainer):
         super().__init__(model, reward_funcs, args=args, **kwargs)
         # the base model as the card shows it: the embedded copy by name, a Hub id as is, a local path by its name
         self._card_base_model = card_model_name(model if isinstance(model, str) else get_config_model_id(model.config))
+        # optimizer step (global_step) at which the buffered rollout batch was generated: while it is unchanged, no
+        # optimizer step separates the rollout from the update and the regulariser is given old := current
+        self._rollout_global_step: int | None = None
+        # global steps at which a curriculum stage restart happened in this process (for logs and tests)
+        self.stage_restarts: list[int] = []
+        self._ref_model_restarted = False
+        if args.curriculum_stage_restart:
+            self._check_stage_restart_supported()
         if args.token_regularizer in ("sent", "kl_cov") and args.kl_term_is_inert:
+            fix = args.kl_term_activating_settings()
             message = INERT_WARNING.format(
                 reg=args.token_regularizer,
                 gas=args.gradient_accumulation_steps,
                 spg=args.steps_per_generation,
                 it=args.num_iterations,
-                suggest=2 * args.gradient_accumulation_steps,
+                spg_fix=fix["steps_per_generation"],
+                it_fix=fix["num_iterations"],
             )
             if self.accelerator.is_main_process:
                 warnings.warn(message, UserWarning, stacklevel=2)
@@ -141,10 +163,135 @@ class SETGRPOTrainer(GRPOTrainer):
         return self._curriculum_sampler
 
     def _generate_and_score_completions(self, inputs):
+        if self.model.training:
+            # No optimizer step has happened since this rollout while global_step stays at this value (TRL calls
+            # this from training_step, inside the accumulation window that will first use the batch).
+            self._rollout_global_step = self.state.global_step
+            if self.args.curriculum_stage_restart and self._curriculum_sampler is not None:
+                self._maybe_restart_stage()  # before TRL computes the reference log-probs of the new batch
         output = super()._generate_and_score_completions(inputs)
         if self._curriculum_sampler is not None and self.model.training:
             self._log_curriculum_position(inputs)
         return output
+
+    # ------------------------------------------------------------------------------------ curriculum stage restart
+    def _check_stage_restart_supported(self):
+        """The restart swaps optimizer state and reference weights in place: only where that is plain torch."""
+        if self.is_deepspeed_enabled or self.is_fsdp_enabled:
+            raise ValueError(
+                "curriculum_stage_restart=True is not supported with DeepSpeed or FSDP (the optimizer state and the "
+                "reference model are sharded and were not tested here; under ZeRO-3 the reference copy would need "
+                "gathered parameters). Run each stage as its own run instead (stage 2 from the stage-1 checkpoint), "
+                "or use DDP / a single process."
+            )
+        if self.beta != 0.0 and self.ref_model is None and is_peft_model(self.model):
+            raise ValueError(
+                "curriculum_stage_restart=True with beta > 0 and PEFT: the reference model is the base model with the "
+                "adapter disabled and cannot become the current policy. Set beta=0, or train without PEFT."
+            )
+
+    def _stage_of_step(self, step: int) -> int:
+        """Curriculum stage of the rollout batch that optimizer step `step` (0-based) starts with."""
+        sampler = self._curriculum_sampler
+        generate_every = self.args.steps_per_generation * self.num_iterations
+        chunk = (step * self.args.gradient_accumulation_steps) // generate_every
+        return sampler.chunk_info(chunk % sampler.num_chunks)["stage"]
+
+    def _stage_start_steps(self, num_training_steps: int) -> list[int]:
+        """Optimizer steps at which a stage starts: 0, then every step whose stage differs from the previous one."""
+        starts = [0]
+        for step in range(1, num_training_steps):
+            if self._stage_of_step(step) != self._stage_of_step(step - 1):
+                starts.append(step)
+        return starts
+
+    def _maybe_restart_stage(self):
+        """At the first rollout batch of a new stage: fresh optimizer state and, with beta > 0, reference := policy.
+
+        Stateless: decided from the schedule and the step alone. A run resumed from a checkpoint saved after the
+        boundary does not restart again (its optimizer state, saved after the restart, is loaded, and the
+        reference model is loaded from the checkpoint); one resumed from before the boundary restarts once. A
+        rollout regenerated in the middle of a batch's span (TRL does so after a resume) is not a boundary.
+        """
+        generate_every = self.args.steps_per_generation * self.num_iterations
+        gas = self.args.gradient_accumulation_steps
+        micro_step = self.state.global_step * gas + self._step % gas
+        if micro_step == 0 or micro_step % generate_every != 0:
+            return
+        step = micro_step // gas
+        if self._stage_of_step(step) == self._stage_of_step(step - 1):
+            return
+        if self.optimizer is not None:
+            inner = getattr(self.optimizer, "optimizer", self.optimizer)  # accelerate's AcceleratedOptimizer
+            inner.state.clear()  # torch optimizers re-create their state (e.g. Adam's moments, step 0) lazily
+        if self.ref_model is not None:
+            policy = self.accelerator.unwrap_model(self.model)
+            SyncRefModelCallback.sync_target_model(policy, self.accelerator.unwrap_model(self.ref_model), alpha=1.0)
+            self._ref_model_restarted = True
+        self.stage_restarts.append(self.state.global_step)
+        logger.info(
+            "Curriculum stage %d starts at optimizer step %d: optimizer state reset%s (curriculum_stage_restart).",
+            self._stage_of_step(step),
+            step,
+            ", reference model := current policy" if self.ref_model is not None else "",
+        )
+
+    def create_scheduler(self, num_training_steps: int, optimizer=None):
+        """With `curriculum_stage_restart`, one schedule per stage: each stage restarts `lr_scheduler_type` (warm-up
+        included) over its own steps, as a new run would. Built as one `LambdaLR` over the whole run, a function of
+        the step alone, so a resumed run continues it exactly."""
+        if not (self.args.curriculum_stage_restart and self._curriculum_sampler is not None) or (
+            self.lr_scheduler is not None
+        ):
+            return super().create_scheduler(num_training_steps, optimizer)
+        from bisect import bisect_right
+
+        from transformers import get_scheduler
+
+        starts = self._stage_start_steps(num_training_steps)
+        ends = [*starts[1:], num_training_steps]
+        factors = []
+        for start, end in zip(starts, ends, strict=True):
+            length = max(end - start, 1)
+            probe = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+            stage_scheduler = get_scheduler(
+                self.args.lr_scheduler_type,
+                optimizer=probe,
+                num_warmup_steps=self.args.get_warmup_steps(length),
+                num_training_steps=length,
+                scheduler_specific_kwargs=self.args.lr_scheduler_kwargs,
+            )
+            if not isinstance(stage_scheduler, torch.optim.lr_scheduler.LambdaLR):
+                raise ValueError(
+                    f"curriculum_stage_restart=True restarts the learning-rate schedule per stage, which needs a "
+                    f"step-function schedule; lr_scheduler_type={self.args.lr_scheduler_type!r} is not one."
+                )
+            factors.append(stage_scheduler.lr_lambdas[0])
+
+        def factor(step: int) -> float:
+            stage = bisect_right(starts, step) - 1
+            return factors[stage](step - starts[stage])
+
+        self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer or self.optimizer, factor)
+        self._created_lr_scheduler = True
+        return self.lr_scheduler
+
+    def _save_checkpoint(self, model, trial):
+        super()._save_checkpoint(model, trial)
+        if self._ref_model_restarted and self.ref_model is not None and self.args.should_save:
+            folder = os.path.join(self._get_output_dir(trial=trial), f"checkpoint-{self.state.global_step}")
+            state = self.accelerator.unwrap_model(self.ref_model).state_dict()
+            torch.save(
+                {k: v.detach().cpu() for k, v in state.items()}, os.path.join(folder, REF_MODEL_CHECKPOINT_NAME)
+            )
+
+    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+        super()._load_from_checkpoint(resume_from_checkpoint, model)
+        path = os.path.join(resume_from_checkpoint, REF_MODEL_CHECKPOINT_NAME)
+        if self.ref_model is not None and os.path.isfile(path):
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            self.accelerator.unwrap_model(self.ref_model).load_state_dict(state)
+            self._ref_model_restarted = True
 
     def _log_curriculum_position(self, inputs):
         """Stage and progress from the sampler's schedule; the batch's SE range from the data itself."""
@@ -215,6 +362,7 @@ class SETGRPOTrainer(GRPOTrainer):
                 mask,
                 cov_ratio=args.cov_ratio,
                 kl_coef=args.kl_cov_coef,
+                entropies=entropies,
             )
         if args.token_regularizer == "clip_cov":
             # Random selection from the global RNG, which Trainer seeds and restores on resume.
@@ -345,8 +493,13 @@ class SETGRPOTrainer(GRPOTrainer):
         # importance_sampling_level: "token" level: (B, T); "sequence" level: (B, 1)
         # sec_trl: changed — a token regulariser replaces TRL's per-token policy term; every other term is TRL's.
         if self.args.token_regularizer != "none":
+            # Where no optimizer step separates the rollout from this update, old == current mathematically; TRL's
+            # old log-probs come from a separate forward (or are computed anyway for vLLM's importance sampling),
+            # so |logp - old| would be noise with a +-coef gradient. Use the detached current log-probs there.
+            on_policy = not self.model.training or self.state.global_step == self._rollout_global_step
+            regularizer_old = per_token_logps.detach() if on_policy else old_per_token_logps
             per_token_loss, regularizer_info = self._token_regularizer_loss(
-                per_token_logps, old_per_token_logps, advantages, entropies, mask
+                per_token_logps, regularizer_old, advantages, entropies, mask
             )
         elif self.loss_type == "cispo":  # sec_trl: `if` -> `elif`
             clamped_ratios = torch.clamp(coef_1, max=self.epsilon_high).detach()
@@ -511,9 +664,13 @@ class SETGRPOTrainer(GRPOTrainer):
 
         self._metrics[mode]["entropy"].append(global_masked_mean(entropies))
         if self.args.token_regularizer != "none":  # sec_trl: added
-            self._log_token_regularizer_metrics(mode, regularizer_info, log_ratio, mask)
+            self._log_token_regularizer_metrics(mode, regularizer_info, per_token_logps - regularizer_old, mask)
 
-        if self.loss_type in ["grpo", "bnpo", "dr_grpo", "dapo", "luspo"]:
+        # sec_trl: changed — no clip_ratio/* for the regularisers that do not clip
+        if (
+            self.loss_type in ["grpo", "bnpo", "dr_grpo", "dapo", "luspo"]
+            and self.args.token_regularizer not in UNCLIPPED_REGULARIZERS
+        ):
             # Compute the clipped probability ratios
             is_low_clipped = (coef_1 < 1 - self.epsilon_low) & (advantages < 0)
             is_high_clipped = (coef_1 > 1 + self.epsilon_high) & (advantages > 0)

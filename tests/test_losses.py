@@ -1,7 +1,8 @@
 """The loss functions against independent, plainly written references (Python loops over tokens), plus edge cases.
 
-The references below follow METHOD.md section 2 and the KL-Cov / Clip-Cov definitions literally, one token at a
-time, with ties broken by (value, row-major position), which is the documented tie rule of `sec_trl.losses`.
+The references below follow docs/method.md and the KL-Cov / Clip-Cov definitions literally, one token at a time,
+with the documented tie rule of `sec_trl.losses`: entropy ties by row-major position, covariance ties by (lower
+entropy, position), random priorities by position.
 """
 
 import math
@@ -52,14 +53,14 @@ def reference_sent(logp, old, advantages, entropies, mask, q, cov_ratio, kl, hi,
         k = max(1, int(cov_ratio * len(low)))
         for p in low:
             coef[p] = kl * rest
-        for p in sorted(low, key=lambda p: (cov[p], p))[:k]:
+        for p in sorted(low, key=lambda p: (cov[p], entropies[p].item(), p))[:k]:
             coef[p] = kl * lo
-        for p in sorted(low, key=lambda p: (-cov[p], p))[:k]:
+        for p in sorted(low, key=lambda p: (-cov[p], entropies[p].item(), p))[:k]:
             coef[p] = kl * hi
     return _per_token(logp, old, advantages, mask, lambda p: coef.get(p, 0.0)), coef
 
 
-def reference_kl_cov(logp, old, advantages, mask, cov_ratio, kl):
+def reference_kl_cov(logp, old, advantages, mask, cov_ratio, kl, entropies=None):
     valid = _valid_positions(mask)
     selected = set()
     if valid:
@@ -67,7 +68,8 @@ def reference_kl_cov(logp, old, advantages, mask, cov_ratio, kl):
         mean_l = sum(logp[p].item() for p in valid) / len(valid)
         cov = {p: (_adv(advantages, *p).item() - mean_a) * (logp[p].item() - mean_l) for p in valid}
         k = max(1, int(cov_ratio * len(valid)))
-        selected = set(sorted(valid, key=lambda p: (-cov[p], p))[:k])
+        ent = (lambda p: 0.0) if entropies is None else (lambda p: entropies[p].item())
+        selected = set(sorted(valid, key=lambda p: (-cov[p], ent(p), p))[:k])
     return _per_token(logp, old, advantages, mask, lambda p: kl if p in selected else 0.0), selected
 
 
@@ -171,10 +173,12 @@ def test_sent_matches_reference(shape, seed, token_advantages, params):
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("seed", SEEDS)
 @pytest.mark.parametrize("cov_ratio", [2e-4, 0.3])
-def test_kl_cov_matches_reference(shape, seed, cov_ratio):
-    logp, old, adv, _, mask = make_inputs(shape, seed)
-    loss, info = kl_cov_per_token_loss(logp, old, adv, mask, cov_ratio=cov_ratio, kl_coef=0.7)
-    expected, selected = reference_kl_cov(logp, old, adv, mask, cov_ratio, 0.7)
+@pytest.mark.parametrize("with_entropies", [False, True])
+def test_kl_cov_matches_reference(shape, seed, cov_ratio, with_entropies):
+    logp, old, adv, ent, mask = make_inputs(shape, seed)
+    ent = ent if with_entropies else None
+    loss, info = kl_cov_per_token_loss(logp, old, adv, mask, cov_ratio=cov_ratio, kl_coef=0.7, entropies=ent)
+    expected, selected = reference_kl_cov(logp, old, adv, mask, cov_ratio, 0.7, ent)
     torch.testing.assert_close(loss, expected)
     torch.testing.assert_close(_grad(loss, logp), _grad(expected, logp))
     assert torch.equal(info["high_cov"], _mask_of(selected, shape))
@@ -303,7 +307,7 @@ def test_sequence_and_token_advantages_agree():
 
 
 def test_on_policy_kl_term_has_no_value_and_no_gradient():
-    """METHOD.md: |logp - old| is exactly zero with zero gradient on-policy; the loss is then -A * 1."""
+    """docs/method.md: |logp - old| is exactly zero with zero gradient on-policy; the loss is then -A * 1."""
     logp, _, adv, ent, mask = make_inputs((3, 6), 4)
     loss, _ = sent_per_token_loss(logp, logp.detach(), adv, ent, mask, kl_coef=10.0, cov_ratio=0.5)
     torch.testing.assert_close(loss, torch.where(mask, -adv[:, None].expand(3, 6), torch.zeros_like(loss)))
@@ -316,3 +320,79 @@ def test_float_mask_is_accepted():
     a, _ = sent_per_token_loss(logp, old, adv, ent, mask)
     b, _ = sent_per_token_loss(logp, old, adv, ent, mask.float())
     torch.testing.assert_close(a, b)
+
+
+# ----------------------------------------------------------------------------------------------- tie rule
+def _degenerate_inputs(seed, shape=(4, 16), advantage=0.0):
+    """Every advantage equal (e.g. all rewards 0): the covariance is identically 0 and every token ties."""
+    g = torch.Generator().manual_seed(seed)
+    logp = -torch.rand(shape, generator=g) * 3
+    old = logp + 0.1 * torch.randn(shape, generator=g)
+    entropies = torch.rand(shape, generator=g) * 2
+    mask = torch.ones(shape, dtype=torch.bool)
+    return logp, old, torch.full(shape[:1], advantage), entropies, mask
+
+
+@pytest.mark.parametrize("advantage", [0.0, 1.0])
+def test_degenerate_covariance_has_no_positional_bias(advantage):
+    """All advantages equal: the strong-KL token is the lowest-entropy one, not flat position 0 every time."""
+    picked = []
+    for seed in range(8):
+        logp, old, adv, ent, mask = _degenerate_inputs(seed, advantage=advantage)
+        _, info = sent_per_token_loss(logp, old, adv, ent, mask, cov_ratio=2e-4, low_entropy_quantile=0.8)
+        (position,) = info["high_cov"].reshape(-1).nonzero().flatten().tolist()
+        assert position == int(ent.reshape(-1).argmin())  # lowest entropy in L (the lowest-entropy token overall)
+        assert not info["low_cov"].any()  # the low group picks the same token (k = 1), and high wins the overlap
+        _, kl_info = kl_cov_per_token_loss(logp, old, adv, mask, cov_ratio=2e-4, entropies=ent)
+        assert kl_info["high_cov"].reshape(-1).nonzero().flatten().tolist() == [int(ent.reshape(-1).argmin())]
+        picked.append(position)
+    assert len(set(picked)) > 1 and set(picked) != {0}
+
+
+def test_covariance_ties_break_by_entropy_then_position():
+    # cov: (A - 0.5) * (logp - mean): rows 0 and 1 have opposite advantages, logp is constant per column pair
+    mask = torch.ones(2, 4, dtype=torch.bool)
+    adv = torch.tensor([1.0, 0.0])
+    logp = torch.tensor([[-1.0, -1.0, -3.0, -3.0], [-3.0, -3.0, -1.0, -1.0]])
+    # cov = +0.5 at (0,0), (0,1), (1,0), (1,1); -0.5 at the other four
+    ent = torch.tensor([[0.5, 0.3, 0.9, 0.9], [0.3, 0.3, 0.9, 0.9]])
+    _, info = kl_cov_per_token_loss(logp, logp, adv, mask, cov_ratio=0.25, entropies=ent)  # k = 2
+    # the four +0.5 ties: entropies 0.5, 0.3, 0.3, 0.3 -> the 0.3 ones, then by position: (0,1) and (1,0)
+    assert info["high_cov"].tolist() == [[False, True, False, False], [True, False, False, False]]
+    _, info = sent_per_token_loss(logp, logp, adv, ent, mask, cov_ratio=0.25, low_entropy_quantile=1.0)
+    assert info["high_cov"].tolist() == [[False, True, False, False], [True, False, False, False]]
+    # the -0.5 ties: entropies 0.9 everywhere -> by position: (0,2) and (0,3)
+    assert info["low_cov"].tolist() == [[False, False, True, True], [False, False, False, False]]
+    # without entropies, KL-Cov falls back to position
+    _, info = kl_cov_per_token_loss(logp, logp, adv, mask, cov_ratio=0.25)
+    assert info["high_cov"].tolist() == [[True, True, False, False], [False, False, False, False]]
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (3, 5), (16, 64), (64, 128)])
+@pytest.mark.parametrize("q", [0.05, 0.5, 0.8, 0.99, 1.0])
+@pytest.mark.parametrize("cov_ratio", [2e-4, 0.3])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
+def test_selections_with_many_ties_match_reference(shape, q, cov_ratio, dtype):
+    """Entropies from 3 values, advantages from 2, log-probs from 4: ties everywhere, in every selection.
+
+    float64 resolves covariance ties with a nested selection, 16/32-bit floats with a packed int64 key: both must
+    give the reference's (value, entropy, position) order. (64, 128) takes the `kthvalue` path for `L`.
+    """
+    g = torch.Generator().manual_seed(7)
+    ent = (torch.randint(0, 3, shape, generator=g).double() / 2).to(dtype)
+    lengths = torch.randint(0, shape[1] + 1, (shape[0],), generator=g)
+    mask = torch.arange(shape[1])[None] < lengths[:, None]
+    logp = (-torch.randint(0, 4, shape, generator=g).double() / 4).to(dtype)
+    if dtype == torch.float64:
+        adv = torch.randint(0, 2, (shape[0],), generator=g).to(dtype)
+    else:  # equal advantages: the covariance is exactly +-0 in any precision (the reference's float64 agrees)
+        adv = torch.ones(shape[0], dtype=dtype)
+    _, info = sent_per_token_loss(logp, logp, adv, ent, mask, low_entropy_quantile=q, cov_ratio=cov_ratio)
+    ref_args = (logp.double(), logp.double(), adv.double(), ent.double(), mask, q, cov_ratio, 0.1, 2.0, 0.5, 0.0)
+    _, coef = reference_sent(*ref_args)
+    assert torch.equal(info["low_entropy"], _mask_of(coef.keys(), shape))
+    assert torch.equal(info["high_cov"], _mask_of([p for p, c in coef.items() if c == 0.1 * 2.0], shape))
+    assert torch.equal(info["low_cov"], _mask_of([p for p, c in coef.items() if c == 0.1 * 0.5], shape))
+    _, kl_info = kl_cov_per_token_loss(logp, logp, adv, mask, cov_ratio=cov_ratio, entropies=ent)
+    _, selected = reference_kl_cov(logp.double(), logp.double(), adv.double(), mask, cov_ratio, 0.1, ent.double())
+    assert torch.equal(kl_info["high_cov"], _mask_of(selected, shape))

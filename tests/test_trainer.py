@@ -5,6 +5,7 @@ import warnings
 import pytest
 import torch
 from datasets import Dataset
+from transformers import TrainerCallback
 from trl import GRPOTrainer
 
 from sec_trl import SETGRPOConfig, SETGRPOTrainer, sent_per_token_loss
@@ -188,7 +189,79 @@ def test_inert_configuration_warns(tiny_model_dir, tmp_path):
             train_dataset=_tiny_dataset(),
         )
     assert sum("inert" in str(w.message) for w in record) == 1
-    assert "--steps_per_generation 4" in str(next(w.message for w in record if "inert" in str(w.message)))
+    message = str(next(w.message for w in record if "inert" in str(w.message)))
+    assert "--steps_per_generation 4" in message and "--num_iterations 2" in message
+
+
+@pytest.mark.parametrize("gas", [1, 2, 3, 4, 6, 8, 12, 32])
+@pytest.mark.parametrize("spg_divisor", [1, 2, 4])
+@pytest.mark.parametrize("iterations", [1, 2])
+def test_inert_suggestions_activate_the_term(tmp_path, gas, spg_divisor, iterations):
+    """Every suggestion in the inert warning, applied alone, makes the configuration active (re-checked)."""
+    spg = max(1, gas // spg_divisor)
+    if gas % (spg * iterations) != 0:
+        pytest.skip("already active")
+    args = _config(tmp_path, gradient_accumulation_steps=gas, steps_per_generation=spg, num_iterations=iterations)
+    assert args.kl_term_is_inert
+    for field, value in args.kl_term_activating_settings().items():
+        settings = dict(gradient_accumulation_steps=gas, steps_per_generation=spg, num_iterations=iterations)
+        settings[field] = value
+        assert not _config(tmp_path, **settings).kl_term_is_inert, (field, value)
+
+
+def test_inert_suggestion_is_not_num_iterations_2_when_that_stays_inert(tmp_path):
+    # gas=4, spg=2: num_iterations 2 gives 4 % (2 * 2) == 0, still inert; the suggestion must be 3
+    args = _config(tmp_path, gradient_accumulation_steps=4, steps_per_generation=2)
+    assert args.kl_term_activating_settings() == {"steps_per_generation": 6, "num_iterations": 3}
+    assert _config(tmp_path, gradient_accumulation_steps=4, steps_per_generation=2, num_iterations=2).kl_term_is_inert
+
+
+@pytest.mark.parametrize("regularizer", ["sent", "kl_cov"])
+def test_no_optimizer_step_since_rollout_gives_an_exactly_zero_kl_term(tiny_model_dir, tmp_path, regularizer):
+    """While no optimizer step separates the rollout from the update, old := detached current log-probs.
+
+    The batch's old log-probs carry noise, as from TRL's separate forward (or vLLM's importance-sampling path): in
+    the rollout's own window the loss and gradients must equal those of an exactly on-policy batch (no old
+    log-probs at all, TRL's own on-policy path) and the KL-targeted tokens log |log ratio| = 0; after an optimizer
+    step the same batch's old log-probs are used.
+    """
+    trainer = _trainer(tiny_model_dir, tmp_path, token_regularizer=regularizer, cov_ratio=0.3, kl_cov_coef=5.0)
+    trainer.model.train()
+    noisy = _fake_inputs(trainer, seed=4)
+    exact = {k: v for k, v in noisy.items() if k != "old_per_token_logps"}
+    trainer._rollout_global_step = trainer.state.global_step  # as set when the batch is generated
+    loss, grads = _loss_and_grads(SETGRPOTrainer._compute_loss, trainer, noisy)
+    assert trainer._metrics["train"][f"{regularizer}/high_cov_abs_log_ratio"][-1] == 0.0
+    expected, expected_grads = _loss_and_grads(SETGRPOTrainer._compute_loss, trainer, exact)
+    assert torch.equal(loss, expected)
+    for a, b in zip(grads, expected_grads, strict=True):
+        assert torch.equal(a, b)
+    trainer.state.global_step += 1  # an optimizer step since the rollout: now the old log-probs matter
+    off_loss, _ = _loss_and_grads(SETGRPOTrainer._compute_loss, trainer, noisy)
+    assert not torch.equal(off_loss, expected)
+    assert trainer._metrics["train"][f"{regularizer}/high_cov_abs_log_ratio"][-1] > 0.0
+
+
+def test_training_records_the_rollout_step(tiny_model_dir, tmp_path):
+    """gas=1, spg=2: the first step of each rollout batch is on-policy (logged |log ratio| exactly 0), the second
+    is not; the trainer learns this from the step at which the batch was generated."""
+    args = _config(tmp_path, max_steps=4, learning_rate=1e-2, steps_per_generation=2, cov_ratio=0.2, temperature=1.0)
+    trainer = SETGRPOTrainer(
+        model=tiny_model_dir, reward_funcs=_length_reward, args=args, train_dataset=_tiny_dataset()
+    )
+    trainer.train()
+    assert trainer._rollout_global_step == 2  # the second rollout batch was generated before optimizer step 3
+    logs = [entry for entry in trainer.state.log_history if "sent/high_cov_abs_log_ratio" in entry]
+    assert [entry["sent/high_cov_abs_log_ratio"] == 0.0 for entry in logs] == [True, False, True, False]
+
+
+@pytest.mark.parametrize("regularizer", ["sent", "kl_cov", "clip_cov", "none"])
+def test_clip_ratio_is_logged_only_for_losses_that_clip(tiny_model_dir, tmp_path, regularizer):
+    trainer = _trainer(tiny_model_dir, tmp_path, token_regularizer=regularizer)
+    trainer.model.train()
+    _loss_and_grads(SETGRPOTrainer._compute_loss, trainer, _fake_inputs(trainer, seed=5))
+    logged = any(key.startswith("clip_ratio/") for key in trainer._metrics["train"])
+    assert logged == (regularizer in ("clip_cov", "none"))
 
 
 def test_clip_cov_is_not_warned_as_inert(tiny_model_dir, tmp_path):
@@ -218,11 +291,63 @@ def test_clip_cov_is_not_warned_as_inert(tiny_model_dir, tmp_path):
         ({"loss_type": "cispo"}, r"needs loss_type in .* got loss_type='cispo'"),
         ({"importance_sampling_level": "sequence"}, r"needs importance_sampling_level='token'"),
         ({"delta": 1.5}, r"delta=1.5 .* unset delta"),
+        ({"top_entropy_quantile": 0.2}, r"top_entropy_quantile=0.2 .* token_regularizer='sent'"),
+        ({"top_entropy_quantile": 0.5, "token_regularizer": "kl_cov"}, r"top_entropy_quantile=0.5 .*'kl_cov'"),
+        ({"kl_cov_coef": float("inf")}, r"kl_cov_coef=inf is not a finite number"),
+        ({"high_cov_coef": float("inf")}, r"high_cov_coef=inf is not a finite number"),
+        ({"cov_ratio": float("nan")}, r"cov_ratio=nan is not a finite number"),
+        ({"clip_cov_upper": float("inf")}, r"clip_cov_upper=inf is not a finite number"),
+        ({"clip_cov_lower": float("-inf")}, r"clip_cov_lower=-inf is not a finite number"),
+        ({"entropy_coef": float("nan")}, r"entropy_coef=nan is not a finite number"),
+        ({"epsilon_high": float("inf"), "token_regularizer": "clip_cov"}, r"epsilon_high=inf is not a finite"),
+        ({"curriculum_stage_restart": True}, r"curriculum_stage_restart=True needs curriculum=True"),
+        (
+            {
+                "curriculum_stage_restart": True,
+                "curriculum": True,
+                "remove_unused_columns": False,
+                "gradient_accumulation_steps": 2,
+                "steps_per_generation": 3,
+            },
+            r"steps_per_generation \* num_iterations = 3 \* 1 must be a multiple of gradient_accumulation_steps=2",
+        ),
     ],
 )
 def test_bad_config_is_rejected_at_construction(tmp_path, overrides, match):
     with pytest.raises(ValueError, match=match):
         _config(tmp_path, **overrides)
+
+
+def test_every_float_field_is_checked_for_finiteness(tmp_path):
+    """Not only ours: every float setting (e.g. TRL's beta, the learning rate) rejects inf and NaN by name."""
+    import dataclasses
+
+    defaults = _config(tmp_path)
+    float_fields = [f.name for f in dataclasses.fields(defaults) if isinstance(getattr(defaults, f.name), float)]
+    assert {"kl_cov_coef", "low_entropy_kl_coef", "beta", "learning_rate", "epsilon"} <= set(float_fields)
+    for name in float_fields:
+        with pytest.raises(ValueError, match=rf"{name}=(inf|nan) is not a finite number"):
+            _config(tmp_path, **{name: float("inf")})
+
+
+def test_top_entropy_quantile_is_allowed_with_clip_cov(tmp_path):
+    assert _config(tmp_path, token_regularizer="clip_cov", top_entropy_quantile=0.2).top_entropy_quantile == 0.2
+
+
+@pytest.mark.parametrize("regularizer", ["sent", "kl_cov"])
+@pytest.mark.parametrize("overrides", [{"epsilon": 0.3}, {"epsilon_high": 0.28}])
+def test_clip_range_with_an_unclipped_loss_warns(tmp_path, regularizer, overrides):
+    with pytest.warns(UserWarning, match=r"has no effect: token_regularizer=.* does not clip"):
+        _config(tmp_path, token_regularizer=regularizer, **overrides)
+
+
+@pytest.mark.parametrize("regularizer", ["sent", "clip_cov"])
+def test_no_clip_range_warning_by_default_or_with_clip_cov(tmp_path, regularizer):
+    overrides = {} if regularizer == "sent" else {"epsilon": 0.3, "epsilon_high": 0.28}
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        _config(tmp_path, token_regularizer=regularizer, **overrides)
+    assert not any("does not clip" in str(w.message) for w in record)
 
 
 def test_grpo_config_is_rejected(tiny_model_dir, tmp_path):
@@ -273,3 +398,94 @@ def test_curriculum_rejects_a_dataset_without_semantic_entropy_before_loading(tm
             args=args,
             train_dataset=_tiny_dataset(),
         )
+
+
+# ----------------------------------------------------------------------------------- curriculum stage restart
+def _restart_run(tiny_model_dir, out, resume=None, **overrides):
+    """2 stages x 2 rollout batches x 2 optimizer steps (gas 1, spg 2): stage 1 starts at optimizer step 4."""
+    se = [0.7, 0.1, 0.5, 0.3, 0.0, 0.6, 0.2, 0.4]
+    dataset = _tiny_dataset(8).add_column("semantic_entropy", se)
+    settings = dict(
+        curriculum=True,
+        curriculum_stage_restart=True,
+        max_steps=8,
+        steps_per_generation=2,
+        num_train_epochs=1,
+        beta=0.1,
+        learning_rate=1e-2,
+        lr_scheduler_type="linear",
+        save_strategy="steps",
+        save_steps=2,
+    )
+    args = _config(out, **{**settings, **overrides})
+    snapshots = {}
+
+    class Snapshot(TrainerCallback):
+        def on_step_end(self, args, state, control, model=None, **kwargs):
+            snapshots[state.global_step] = {n: p.detach().clone() for n, p in model.named_parameters()}
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer = SETGRPOTrainer(
+            model=tiny_model_dir, reward_funcs=_length_reward, args=args, train_dataset=dataset, callbacks=[Snapshot()]
+        )
+        trainer.train(resume_from_checkpoint=resume)
+    return trainer, snapshots
+
+
+def _adam_steps(trainer):
+    return {int(state["step"]) for state in trainer.optimizer.state.values()}
+
+
+def _ref_equals(trainer, params):
+    return all(torch.equal(p.detach(), params[n]) for n, p in trainer.ref_model.named_parameters())
+
+
+def _learning_rates(trainer):
+    return {e["step"]: e["learning_rate"] for e in trainer.state.log_history if "learning_rate" in e}
+
+
+@pytest.fixture(scope="module")
+def restart_run(tiny_model_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("restart")
+    trainer, snapshots = _restart_run(tiny_model_dir, out)
+    return out, trainer, snapshots
+
+
+def test_stage_restart_resets_optimizer_schedule_and_reference(restart_run):
+    out, trainer, snapshots = restart_run
+    assert trainer.stage_restarts == [4]  # once, at the first rollout batch of stage 1
+    assert _adam_steps(trainer) == {4}  # Adam's moments were re-created at the boundary: 4 steps, not 8
+    assert _ref_equals(trainer, snapshots[4])  # the reference is the policy at the end of stage 0
+    assert not _ref_equals(trainer, snapshots[8])
+    lr = _learning_rates(trainer)
+    assert [lr[s] for s in range(1, 9)] == pytest.approx([1e-2, 7.5e-3, 5e-3, 2.5e-3] * 2)  # linear, per stage
+    # the reference model is saved with the checkpoints written after the restart, and only those
+    assert [(out / "out" / f"checkpoint-{s}" / "sec_trl_ref_model.pt").exists() for s in (2, 4, 6, 8)] == [
+        False,
+        False,
+        True,
+        True,
+    ]
+
+
+@pytest.mark.parametrize("checkpoint, restarts", [(2, [4]), (4, [4]), (6, [])])
+def test_stage_restart_across_resume(tiny_model_dir, tmp_path, restart_run, checkpoint, restarts):
+    """Saved before the boundary (2) or exactly at it (4): the resumed run restarts once. Saved after it (6): no
+    second restart; optimizer state and reference model come from the checkpoint."""
+    out, full, full_snapshots = restart_run
+    trainer, _ = _restart_run(tiny_model_dir, tmp_path, resume=str(out / "out" / f"checkpoint-{checkpoint}"))
+    assert trainer.stage_restarts == restarts
+    assert _adam_steps(trainer) == {4}
+    if checkpoint == 6:
+        assert _ref_equals(trainer, full_snapshots[4])  # loaded, not reset to the policy at step 6
+    lr = _learning_rates(trainer)
+    assert [lr[s] for s in range(checkpoint + 1, 9)] == pytest.approx(
+        [_learning_rates(full)[s] for s in range(checkpoint + 1, 9)]
+    )
+
+
+def test_without_stage_restart_the_run_is_continuous(tiny_model_dir, tmp_path):
+    trainer, snapshots = _restart_run(tiny_model_dir, tmp_path, curriculum_stage_restart=False)
+    assert trainer.stage_restarts == [] and _adam_steps(trainer) == {8}
+    assert not _ref_equals(trainer, snapshots[4])

@@ -1,4 +1,4 @@
-"""Rank a prompt dataset by semantic entropy (SENT's data curriculum: METHOD.md, section 1).
+"""Rank a prompt dataset by semantic entropy (SENT's data curriculum: docs/method.md).
 
 For every prompt, sample ``--num_samples`` responses from the model (temperature 1.0, top_p 1.0 by default, as the
 reference's rollouts), cluster them by final answer (:func:`sec_trl.semantic_entropy.cluster_answers`), and score
