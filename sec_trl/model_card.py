@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import os
 import re
 import shutil
@@ -30,6 +29,11 @@ from collections.abc import Iterable, Sequence
 from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+from .training_curves import TRAINING_CURVES as TRAINING_CURVES
+from .training_curves import _evaluation_rows, _metric_summary
+from .training_curves import _series as _series
+from .training_curves import plot_training_curves as plot_training_curves
 
 
 logger = logging.getLogger(__name__)
@@ -86,13 +90,6 @@ CURRICULUM_SETTINGS: tuple[tuple[str, str], ...] = (
     ("curriculum_shuffle_within_stage", "prompts shuffled (seeded) inside each stage"),
 )
 
-# (log_history key, title, PNG file name)
-TRAINING_CURVES: tuple[tuple[str, str, str], ...] = (
-    ("reward", "Reward", "reward.png"),
-    ("entropy", "Token entropy", "entropy.png"),
-    ("semantic_entropy/mean", "Online semantic entropy", "semantic_entropy.png"),
-    ("eval_reward", "Held-out reward (evaluation)", "eval_reward.png"),
-)
 
 FRAMEWORKS = ("sec_trl", "trl", "transformers", "torch", "datasets", "peft")
 LOCAL_PREFIXES = ("/", "./", "../", "~", ".\\", "..\\", "\\")
@@ -217,97 +214,6 @@ def _describe_source(name: str | None, missing: str) -> dict[str, Any]:
         return {"hub_id": None, "shown": f"{base} (local)", "short": base, "local_abs": None}
     short = re.sub(r"\s*\(.*\)\s*$", "", name)  # "SmolLM2-135M-Instruct (embedded)" -> "SmolLM2-135M-Instruct"
     return {"hub_id": None, "shown": name, "short": short if short and " " not in short else None, "local_abs": None}
-
-
-# --------------------------------------------------------------------------------------------------------------------
-# training curves
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _series(log_history: Sequence[dict], key: str) -> list[tuple[float, float]]:
-    """(step, value) for the entries that logged `key` (reward, for one, is logged only on generating steps)."""
-    points = [
-        (entry["step"], float(entry[key]))
-        for entry in log_history
-        if _is_number(entry.get("step")) and _is_number(entry.get(key))
-    ]
-    return sorted(points, key=lambda point: point[0])
-
-
-def plot_training_curves(log_history: Sequence[dict], path: str | os.PathLike) -> list[str]:
-    """One PNG per logged metric (reward, token entropy, online semantic entropy) against the optimizer step.
-
-    Args:
-        log_history: `trainer.state.log_history`, a list of dicts with `step` and metric keys.
-        path: the directory to write into (created if needed).
-
-    Returns:
-        The file names written, relative to `path`, in the order reward, entropy, semantic entropy; a metric with no
-        logged value has no file.
-    """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-    from matplotlib.ticker import MaxNLocator
-
-    directory = Path(path)
-    written = []
-    for key, title, filename in TRAINING_CURVES:
-        points = _series(log_history, key)
-        if not points:
-            continue
-        directory.mkdir(parents=True, exist_ok=True)
-        steps = [step for step, _ in points]
-        values = [value for _, value in points]
-        fig = Figure(figsize=(5.5, 3.2))
-        FigureCanvasAgg(fig)
-        ax = fig.add_subplot(1, 1, 1)
-        ax.plot(steps, values, marker="o", markersize=3, linewidth=1.5, color="#4C72B0")
-        ax.set_xlabel("optimizer step")
-        ax.set_ylabel(key)
-        ax.set_title(title)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.grid(alpha=0.3)
-        fig.tight_layout()
-        target = directory / filename
-        tmp = directory / f".{filename}.tmp-{os.getpid()}.png"
-        fig.savefig(tmp, dpi=110)
-        os.replace(tmp, target)
-        written.append(filename)
-    return written
-
-
-def _fmt_number(value: float) -> str:
-    return f"{value:.4f}" if abs(value) >= 1e-3 or value == 0 else f"{value:.3g}"
-
-
-def _metric_summary(log_history: Sequence[dict]) -> list[dict[str, Any]]:
-    rows = []
-    for key, _, _ in TRAINING_CURVES:
-        points = _series(log_history, key)
-        if points:
-            first, last = _fmt_number(points[0][1]), _fmt_number(points[-1][1])
-            rows.append({"key": key, "count": len(points), "first": first, "last": last})
-    return rows
-
-
-def _evaluation_rows(log_history: Sequence[dict]) -> list[dict[str, Any]]:
-    """The last held-out value of the total reward and of each reward function's mean (`--eval_strategy`)."""
-    keys = [
-        key
-        for key in dict.fromkeys(k for entry in log_history for k in entry)
-        if key == "eval_reward" or (key.startswith("eval_rewards/") and key.endswith("/mean"))
-    ]
-    rows = []
-    for key in keys:
-        points = _series(log_history, key)
-        if points:
-            rows.append(
-                {"key": key, "step": int(points[-1][0]), "value": _fmt_number(points[-1][1]), "n": len(points)}
-            )
-    return rows
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -483,3 +389,42 @@ def _write_clean_card(text: str, out: Path, args: Any, secrets: list[str], sourc
     assert_card_is_clean(text, forbidden)
     (out / CARD_FILENAME).write_text(text, encoding="utf-8")
     return text
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# what the trainer records for the card
+
+
+def card_model_name(name_or_path: str | None) -> str | None:
+    """How a model appears in the card: the embedded copy by its name, a Hub id as is, a local path by its base
+    name (never the path)."""
+    from .embedded import EMBEDDED_MODEL_NAME, default_cache_dir, is_embedded_model
+    from .script_args import display_name
+
+    if name_or_path is None:
+        return None
+    text = str(name_or_path)
+    if is_embedded_model(text) or os.path.realpath(text) == os.path.realpath(default_cache_dir()):
+        return EMBEDDED_MODEL_NAME
+    return display_name(text)
+
+
+def tracker_links() -> list[tuple[str, str]]:
+    """(name, URL) of the active experiment-tracker runs, found the way TRL's model cards find them."""
+    from transformers import is_wandb_available
+    from trl.trainer.utils import get_comet_experiment_url, get_trackio_space_url
+
+    links = []
+    if is_wandb_available():
+        import wandb
+
+        if wandb.run is not None:
+            links.append(("Weights & Biases", wandb.run.url))
+    for name, get_url in (("Trackio", get_trackio_space_url), ("Comet", get_comet_experiment_url)):
+        try:
+            url = get_url()
+        except Exception:  # a tracker that is installed but not running
+            url = None
+        if url:
+            links.append((name, url))
+    return links
