@@ -382,15 +382,9 @@ def render_model_card(
     Raises:
         ValueError: the card would contain the output directory, the home directory, a local source path or a token.
     """
-    from huggingface_hub import ModelCard, ModelCardData
+    from huggingface_hub import ModelCard
 
-    template = Path(template_path) if template_path is not None else TEMPLATE_PATH
-    if not template.is_file():
-        raise FileNotFoundError(
-            f"Model card template {template.name} not found: it ships in the repository's model_cards/ folder "
-            "(install sec_trl from a checkout, `pip install -e .`, or pass template_path)."
-        )
-
+    template = _template_file(template_path)
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     assets = out / ASSETS_DIRNAME
@@ -402,30 +396,11 @@ def render_model_card(
     repo_id = _redact(repo_id, secrets) if repo_id and not _is_local_path(repo_id) else None
     is_adapter = (out / "adapter_config.json").is_file()
     if model_name is None:
-        if repo_id:
-            model_name = repo_id.split("/")[-1]
-        elif base["short"]:
-            model_name = f"{base['short']}-SENT"
-        else:
-            model_name = "SENT model"
+        default_name = f"{base['short']}-SENT" if base["short"] else "SENT model"
+        model_name = repo_id.split("/")[-1] if repo_id else default_name
 
-    titles = {filename: title for _, title, filename in TRAINING_CURVES}
-    curves = [
-        {"title": titles[filename], "path": f"{ASSETS_DIRNAME}/{filename}"}
-        for filename in plot_training_curves(log_history, assets)
-    ]
-    card_tags = list(dict.fromkeys([*CARD_TAGS, *(tags or [])]))
-    card_data = ModelCardData(
-        library_name="transformers",
-        pipeline_tag="text-generation",
-        tags=card_tags,
-        base_model=base["hub_id"],
-        datasets=[data["hub_id"]] if data["hub_id"] else None,
-        license=license,
-    )
-    regularizer = getattr(args, "token_regularizer", None)
     card = ModelCard.from_template(
-        card_data,
+        _card_metadata(base, data, tags, license),
         template_path=str(template),
         model_name=model_name,
         base_model_hub_id=base["hub_id"],
@@ -434,15 +409,10 @@ def render_model_card(
         dataset_shown=data["shown"],
         is_adapter=is_adapter,
         license=license,
-        kl_term_is_inert=bool(getattr(args, "kl_term_is_inert", False)) and regularizer in ("sent", "kl_cov"),
-        sent_settings=_settings_rows(args, SENT_SETTINGS),
-        curriculum_settings=_settings_rows(args, CURRICULUM_SETTINGS),
+        **_training_context(args, log_history, assets),
         se_histogram=_copy_se_histogram(se_histogram, assets),
-        curves=curves,
-        metric_summary=_metric_summary(log_history),
         repo_id=repo_id or REPO_ID_PLACEHOLDER,
         repo_id_known=repo_id is not None,
-        example_max_new_tokens=getattr(args, "max_completion_length", None) or 256,
         framework_versions=_framework_versions(is_adapter),
         sent_citation=SENT_CITATION,
         trl_citation=TRL_CITATION,
@@ -456,6 +426,49 @@ def render_model_card(
 
     (out / CARD_FILENAME).write_text(text, encoding="utf-8")
     return text
+
+
+def _training_context(args: Any, log_history: Sequence[dict], assets: Path) -> dict:
+    """The template values read off the training config and log: settings tables, the inert-KL note, the curves
+    (plotted into ``assets``), the metric summary and the example's token budget."""
+    regularizer = getattr(args, "token_regularizer", None)
+    titles = {filename: title for _, title, filename in TRAINING_CURVES}
+    return {
+        "kl_term_is_inert": bool(getattr(args, "kl_term_is_inert", False)) and regularizer in ("sent", "kl_cov"),
+        "sent_settings": _settings_rows(args, SENT_SETTINGS),
+        "curriculum_settings": _settings_rows(args, CURRICULUM_SETTINGS),
+        "curves": [
+            {"title": titles[filename], "path": f"{ASSETS_DIRNAME}/{filename}"}
+            for filename in plot_training_curves(log_history, assets)
+        ],
+        "metric_summary": _metric_summary(log_history),
+        "example_max_new_tokens": getattr(args, "max_completion_length", None) or 256,
+    }
+
+
+def _template_file(template_path: str | os.PathLike | None) -> Path:
+    """The Jinja2 template to render: ``template_path``, else the one in ``model_cards/`` (which must exist)."""
+    template = Path(template_path) if template_path is not None else TEMPLATE_PATH
+    if not template.is_file():
+        raise FileNotFoundError(
+            f"Model card template {template.name} not found: it ships in the repository's model_cards/ folder "
+            "(install sec_trl from a checkout, `pip install -e .`, or pass template_path)."
+        )
+    return template
+
+
+def _card_metadata(base: dict, data: dict, tags: Iterable[str] | None, license: str | None):
+    """The card's YAML metadata: library, pipeline, tags (``CARD_TAGS`` first), base model and dataset Hub ids."""
+    from huggingface_hub import ModelCardData
+
+    return ModelCardData(
+        library_name="transformers",
+        pipeline_tag="text-generation",
+        tags=list(dict.fromkeys([*CARD_TAGS, *(tags or [])])),
+        base_model=base["hub_id"],
+        datasets=[data["hub_id"]] if data["hub_id"] else None,
+        license=license,
+    )
 
 
 # --------------------------------------------------------------------------------------------------------------------
