@@ -119,76 +119,19 @@ def evaluate_model(
         "mean_completion_length", "truncated_frac", "per_prompt_correct", "seconds"}``, plus ``"completions"``
         when ``return_completions``.
     """
-    import torch
-
-    from sec_trl.answer_checking import AnswerChecker
-
-    if k < 1:
-        raise ValueError(f"k must be >= 1, got {k}")
-    if dataset is None or len(dataset) == 0:
-        raise ValueError("evaluate_model needs a non-empty dataset")
-    rows = [dict(r) for r in dataset]
-    for name in (prompt_column, answer_column):
-        if name not in rows[0]:
-            raise ValueError(f"evaluate_model: the dataset has no {name!r} column (columns: {sorted(rows[0])})")
-
+    rows = _checked_rows(dataset, k, prompt_column, answer_column)
     model, tokenizer = _load(model_name_or_path_or_model, tokenizer, dtype)
-    was_training = model.training
-    model.eval()
-    padding_side = tokenizer.padding_side
-    tokenizer.padding_side = "left"
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    eos_ids = model.generation_config.eos_token_id
-    eos_ids = set(
-        eos_ids if isinstance(eos_ids, list) else [eos_ids if eos_ids is not None else tokenizer.eos_token_id]
-    )
-    device = next(model.parameters()).device
-
     start = time.perf_counter()
-    completions: list[list[str]] = []
-    lengths: list[int] = []
-    truncated = 0
-    try:
-        for b, lo in enumerate(range(0, len(rows), batch_size)):
-            batch = rows[lo : lo + batch_size]
-            texts = [_prompt_text(tokenizer, r[prompt_column]) for r in batch]
-            enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
-            torch.manual_seed(seed + b)
-            with torch.no_grad():
-                out = model.generate(
-                    **enc,
-                    do_sample=True,
-                    temperature=temperature,
-                    top_p=top_p,
-                    top_k=0,
-                    max_new_tokens=max_new_tokens,
-                    num_return_sequences=k,
-                    pad_token_id=tokenizer.pad_token_id,
-                )
-            new = out[:, enc["input_ids"].shape[1] :].tolist()
-            for i in range(len(batch)):
-                group = []
-                for ids in new[i * k : (i + 1) * k]:
-                    end = next((j + 1 for j, t in enumerate(ids) if t in eos_ids), None)
-                    if end is None:
-                        truncated += 1
-                        end = len(ids)
-                    lengths.append(end)
-                    group.append(tokenizer.decode(ids[:end], skip_special_tokens=True))
-                completions.append(group)
-    finally:
-        tokenizer.padding_side = padding_side
-        if was_training:
-            model.train()
-
-    checker = AnswerChecker(timeout=answer_timeout)
-    try:
-        flat = [c for group in completions for c in group]
-        refs = [str(r[answer_column]) for r in rows for _ in range(k)]
-        verdicts = checker.check_batch(flat, refs)
-    finally:
-        checker.close()
+    completions, lengths, truncated = _sample(
+        model,
+        tokenizer,
+        [r[prompt_column] for r in rows],
+        k=k,
+        batch_size=batch_size,
+        seed=seed,
+        generation={"temperature": temperature, "top_p": top_p, "max_new_tokens": max_new_tokens},
+    )
+    verdicts = _check(completions, [str(r[answer_column]) for r in rows], answer_timeout)
     per_prompt = [sum(verdicts[i * k : (i + 1) * k]) for i in range(len(rows))]
 
     result = {
@@ -205,6 +148,82 @@ def evaluate_model(
     if return_completions:
         result["completions"] = completions
     return result
+
+
+def _checked_rows(dataset, k: int, prompt_column: str, answer_column: str) -> list[dict]:
+    """The dataset's rows as dicts, after checking ``k`` and that both columns exist."""
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    if dataset is None or len(dataset) == 0:
+        raise ValueError("evaluate_model needs a non-empty dataset")
+    rows = [dict(r) for r in dataset]
+    for name in (prompt_column, answer_column):
+        if name not in rows[0]:
+            raise ValueError(f"evaluate_model: the dataset has no {name!r} column (columns: {sorted(rows[0])})")
+    return rows
+
+
+def _sample(model, tokenizer, prompts, *, k: int, batch_size: int, seed: int, generation: dict):
+    """``(completions, lengths, truncated)``: ``k`` decoded completions per prompt, each cut after its first EOS;
+    every completion's token count (EOS included); how many never reached EOS. Batch ``b`` is seeded with
+    ``seed + b``. The model's train/eval mode and the tokenizer's padding side are restored afterwards."""
+    import torch
+
+    was_training = model.training
+    model.eval()
+    padding_side = tokenizer.padding_side
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    eos_ids = model.generation_config.eos_token_id
+    eos_ids = set(
+        eos_ids if isinstance(eos_ids, list) else [eos_ids if eos_ids is not None else tokenizer.eos_token_id]
+    )
+    device = next(model.parameters()).device
+    completions: list[list[str]] = []
+    lengths: list[int] = []
+    truncated = 0
+    try:
+        for b, lo in enumerate(range(0, len(prompts), batch_size)):
+            texts = [_prompt_text(tokenizer, p) for p in prompts[lo : lo + batch_size]]
+            enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
+            torch.manual_seed(seed + b)
+            with torch.no_grad():
+                out = model.generate(
+                    **enc,
+                    **generation,
+                    do_sample=True,
+                    top_k=0,
+                    num_return_sequences=k,
+                    pad_token_id=tokenizer.pad_token_id,
+                )
+            decoded = []
+            for ids in out[:, enc["input_ids"].shape[1] :].tolist():
+                end = next((j + 1 for j, t in enumerate(ids) if t in eos_ids), None)  # cut after the first EOS
+                truncated += end is None  # never reached EOS: cut off at max_new_tokens
+                ids = ids if end is None else ids[:end]
+                lengths.append(len(ids))
+                decoded.append(tokenizer.decode(ids, skip_special_tokens=True))
+            completions.extend(decoded[i * k : (i + 1) * k] for i in range(len(texts)))
+    finally:
+        tokenizer.padding_side = padding_side
+        if was_training:
+            model.train()
+    return completions, lengths, truncated
+
+
+def _check(completions: list[list[str]], references: list[str], answer_timeout: float) -> list[bool]:
+    """Every completion checked against its prompt's reference answer, flattened in prompt order."""
+    from sec_trl.answer_checking import AnswerChecker
+
+    k = len(completions[0])
+    checker = AnswerChecker(timeout=answer_timeout)
+    try:
+        return checker.check_batch(
+            [c for group in completions for c in group], [r for r in references for _ in range(k)]
+        )
+    finally:
+        checker.close()
 
 
 def load_eval_dataset(

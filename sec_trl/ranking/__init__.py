@@ -67,7 +67,8 @@ the same model, data and parameters generates nothing (the model is not even loa
 records what the shards were computed from: the model (its name/path, the hash of its ``config.json``, and the
 names, sizes and modification times of every file in its directory), the content hash of the prompt and answer
 columns, every sampling/clustering parameter, the sec_trl/torch/transformers versions. On a mismatch the run logs
-which entries changed and moves the old shards to ``DIR/shards.previous`` (replacing an older one).
+which entries changed (for an older cache format, also why that format is invalid: :data:`FORMAT_CHANGES`) and
+moves the old shards to ``DIR/shards.previous`` (replacing an older one).
 
 Multi-process: with ``accelerate launch``, shards are assigned round-robin to processes; each process writes its
 own shards; after a barrier the main process merges all shards in index order and writes the output; the other

@@ -24,6 +24,7 @@ from sec_trl.ranking.params import FINGERPRINT_FILENAME, NOT_FINGERPRINTED, SHAR
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "FORMAT_CHANGES",
     "RANKING_FORMAT_VERSION",
     "build_fingerprint",
     "dataset_content_hash",

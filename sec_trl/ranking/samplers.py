@@ -174,7 +174,9 @@ class TransformersSampler:
         """``num_samples`` samples for each prompt (strings or chat messages), in prompt order."""
         ids = [prompt_token_ids(self.tokenizer, prompt) for prompt in prompts]
         # The tokenizer pads on the left (decoder-only generation continues the right end of every row).
-        batch = self.tokenizer.pad({"input_ids": ids}, padding_side="left", return_tensors="pt")
+        batch = self.tokenizer.pad(
+            {"input_ids": ids}, padding_side="left", return_attention_mask=True, return_tensors="pt"
+        )
         generated, token_logprobs = self._generate(batch["input_ids"], batch["attention_mask"])
         return self._to_samples(generated, token_logprobs, len(prompts))
 
