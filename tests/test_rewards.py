@@ -13,7 +13,13 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from sec_trl import answer_checking, rewards
-from sec_trl.answer_checking import MAX_TAIL_CHARS, AnswerChecker, extract_final_answer, get_default_checker
+from sec_trl.answer_checking import (
+    MAX_ANSWER_CHARS,
+    MAX_TAIL_CHARS,
+    AnswerChecker,
+    extract_final_answer,
+    get_default_checker,
+)
 from sec_trl.rewards import accuracy_reward, completion_text, format_reward, make_accuracy_reward
 
 
@@ -92,6 +98,9 @@ def test_extract_reads_only_the_tail():
         ("12", "12.0", True),
         ("1,000", "1000", True),
         ("-3", "3", False),
+        ("-1/2", "1/2", False),  # the sign of a fraction counts (fast path)
+        ("-\\frac{1}{2}", "\\frac{1}{2}", False),
+        ("-\\frac{1}{2}", "-0.5", True),
         ("2", "3", False),
         ("0.33", "1/3", False),
         ("0.333333", "1/3", True),  # math-verify rounds decimals to 6 places (worker)
@@ -127,6 +136,20 @@ def test_equivalent(checker, a, b, expected):
 )
 def test_check(checker, completion, reference, expected):
     assert checker.check(completion, reference) is expected
+
+
+def test_division_by_zero_is_an_answer_not_a_crash(checker):
+    """A model may well write 1/0: the reward must score it, not raise (ZeroDivisionError in the fast path)."""
+    assert checker.check("\\boxed{1/0}", "1") is False
+    assert checker.check("so \\boxed{\\frac{3}{0}}", "3") is False
+    assert checker.equivalent("1/0", "1") is False
+
+
+def test_answer_length_limit_is_inclusive(checker):
+    """MAX_ANSWER_CHARS: "an extracted answer LONGER than this is scored as not equal"."""
+    at_limit, over = "1" * MAX_ANSWER_CHARS, "1" * (MAX_ANSWER_CHARS + 1)
+    assert checker.check(f"\\boxed{{{at_limit}}}", at_limit) is True
+    assert checker.check(f"\\boxed{{{over}}}", over) is False
 
 
 def test_typical_arithmetic_answers_never_start_the_worker():

@@ -12,7 +12,7 @@ import inspect
 
 import pytest
 import torch
-from helpers.trainer import logps_and_entropies, loss_and_grads, make_trainer, random_batch
+from helpers.trainer import logps_and_entropies, loss_and_grads, make_trainer, random_batch, tiny_dataset
 
 from sec_trl import SETGRPOConfig
 from sec_trl.losses import clip_cov_per_token_loss, kl_cov_per_token_loss, sent_per_token_loss
@@ -132,3 +132,38 @@ def test_clip_cov_draw_follows_the_global_seed(tiny_model_dir, tmp_path):
         losses.setdefault(seed, []).append(loss_and_grads(trainer, inputs)[0])
     torch.testing.assert_close(losses[SEED][0], losses[SEED][1], rtol=0, atol=0)
     assert not torch.allclose(losses[SEED][0], losses[SEED + 1][0])
+
+
+def test_curriculum_settings_reach_the_sampler(tiny_model_dir, tmp_path):
+    """The curriculum sampler gets TRL's RepeatSampler layout for the same run (num_generations, generation batch,
+    num_iterations x steps_per_generation reuses), and every curriculum_* setting, with non-default values."""
+    se = [0.9, 0.1, 0.5, 0.3, 0.0, 0.6, 0.2, 0.4, 0.8, 0.7, 1.0, 1.1]
+    dataset = tiny_dataset(12).add_column("difficulty", se)
+    settings = dict(
+        num_generations=2,
+        per_device_train_batch_size=2,
+        steps_per_generation=2,
+        num_iterations=3,
+        seed=5,
+        token_regularizer="none",
+    )
+    curriculum = dict(
+        curriculum=True,
+        curriculum_stages=3,
+        curriculum_epochs_per_stage=2,
+        curriculum_shuffle_within_stage=False,
+        curriculum_se_column="difficulty",
+    )
+    trainer = make_trainer(tiny_model_dir, tmp_path / "on", train_dataset=dataset, **settings, **curriculum)
+    sampler = trainer._get_train_sampler()
+    plain = make_trainer(tiny_model_dir, tmp_path / "off", train_dataset=dataset, **settings)._get_train_sampler()
+    assert type(plain).__name__ == "RepeatSampler"
+    for name in ("mini_repeat_count", "batch_size", "repeat_count"):
+        assert getattr(sampler, name) == getattr(plain, name), name
+    assert (sampler.mini_repeat_count, sampler.batch_size, sampler.repeat_count) == (2, 2, 3 * 2)
+    # 3 stages of 4 prompts in SE order (no shuffle), each for 2 epochs, 2 prompts per chunk
+    ranked = sorted(range(12), key=lambda i: se[i])
+    stages = [ranked[0:4], ranked[4:8], ranked[8:12]]
+    expected = [stage[i : i + 2] for stage in stages for _ in range(2) for i in (0, 2)]
+    assert [sampler.chunk_indices(k) for k in range(sampler.num_chunks)] == expected
+    assert sampler.seed == 5
