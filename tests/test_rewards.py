@@ -128,6 +128,7 @@ def test_equivalent(checker, a, b, expected):
         ("The answer is 3", "#### 3", True),  # GSM8K-style reference
         ("\\boxed{3}", "Thus the answer is $\\boxed{3}$.", True),  # MATH-style solution as reference
         ("\\boxed{-3}", "3", False),
+        ("\\boxed{(x+1)^2}", "x^2+2x+1.", True),  # a reference ending its sentence: the full stop is not maths
         ("I give up", "3", False),
         ("\\boxed{3}", None, False),
         ("\\boxed{3}", "", False),
