@@ -144,6 +144,21 @@ def test_num_stages_one_is_seeded_shuffle_of_everything():
     assert sorted(prompts) == list(range(20))
 
 
+def test_every_stage_and_epoch_is_its_own_seeded_shuffle():
+    """The documented rule, (stage, epoch) -> SeedSequence([seed, stage, epoch]), pinned for every stage and epoch:
+    a resumed run rebuilds its stream from it, so a change of rule would silently change a resumed run's prompts
+    (and a rule without the stage would shuffle equal-sized stages alike)."""
+    se = make_se(24)
+    sampler = make_sampler(se=se, num_stages=2, batch_size=4, epochs_per_stage=2, seed=7)
+    ranking = np.argsort(se, kind="stable")
+    expected = []
+    for stage, members in enumerate((ranking[:12], ranking[12:])):
+        for epoch in range(2):
+            perm = np.random.Generator(np.random.PCG64(np.random.SeedSequence([7, stage, epoch]))).permutation(12)
+            expected += members[perm].tolist()
+    assert [i for k in range(sampler.num_chunks) for i in sampler.chunk_indices(k)] == expected
+
+
 def test_matches_repeat_sampler_when_curriculum_is_trivial():
     """Equal SE, one stage, one epoch, no shuffle: exactly RepeatSampler(shuffle=False), incl. the dropped tail."""
     data = list(range(11))

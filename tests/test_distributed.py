@@ -5,17 +5,13 @@ JIT-compiles a small comm op (about a minute, cached in ~/.cache/torch_extension
 """
 
 import json
-import os
-import socket
-import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
 import pytest
+from helpers.train_flags import DDP_TWO_CPU_PROCESSES, ROOT, accelerate_launch, train_flags
 
 
-ROOT = Path(__file__).resolve().parents[1]
 ZERO3_CPU_CONFIG = ROOT / "accelerate_configs" / "zero3_cpu.yaml"
 NUM_GENERATIONS = 4
 
@@ -33,49 +29,21 @@ def length_reward(completions, prompts, **kwargs):
     return [float(len(c[0]["content"] if isinstance(c, list) else c)) for c in completions]
 """
 
-TRAIN_ARGS = [
-    "--dataset_name",
-    "train.jsonl",
-    "--reward_funcs",
-    "my_rewards.length_reward",
-    "--use_cpu",
-    "true",
-    "--bf16",
-    "false",
-    "--report_to",
-    "none",
-    "--num_generations",
-    str(NUM_GENERATIONS),
-    "--per_device_train_batch_size",
-    "2",
-    "--max_completion_length",
-    "6",
-    "--max_steps",
-    "2",
-    "--steps_per_generation",
-    "2",
-    "--logging_steps",
-    "1",
-    "--learning_rate",
-    "1e-3",
-]
 
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _launch(launch_args, train_args, cwd, timeout=600):
-    """`accelerate launch <launch_args> train.py <train_args>` in cwd, on a free port (others may share the box)."""
-    # No DS_ACCELERATOR, as documented: zero3_cpu.yaml's `gpu_ids: ''` hides any GPU from the ranks, so DeepSpeed
-    # auto-detects its CPU accelerator.
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    env.pop("ACCELERATE_USE_CPU", None)  # would turn DeepSpeed off (see zero3_cpu.yaml)
-    command = [sys.executable, "-m", "accelerate.commands.launch", *launch_args]
-    command += ["--main_process_port", str(_free_port()), str(ROOT / "train.py"), *train_args]
-    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+def _train_flags(model, out, **overrides):
+    flags = dict(
+        model_name_or_path=model,
+        output_dir=out,
+        dataset_name="train.jsonl",
+        reward_funcs="my_rewards.length_reward",
+        num_generations=NUM_GENERATIONS,
+        per_device_train_batch_size=2,
+        max_steps=2,
+        steps_per_generation=2,
+        logging_steps=1,
+        learning_rate=1e-3,
+    )
+    return train_flags(**{**flags, **overrides})
 
 
 def _setup(tmp_path):
@@ -124,19 +92,11 @@ def _log_history(state_file):
 def test_zero3_cpu_two_processes(tiny_model_dir, tmp_path):
     _setup(tmp_path)
     out = tmp_path / "out"
-    result = _launch(
+    # No DS_ACCELERATOR, as documented: zero3_cpu.yaml's `gpu_ids: ''` hides any GPU from the ranks, so DeepSpeed
+    # auto-detects its CPU accelerator.
+    result = accelerate_launch(
         ["--config_file", str(ZERO3_CPU_CONFIG)],
-        [
-            "--model_name_or_path",
-            tiny_model_dir,
-            "--output_dir",
-            str(out),
-            "--save_strategy",
-            "steps",
-            "--save_steps",
-            "2",
-            *TRAIN_ARGS,
-        ],
+        _train_flags(tiny_model_dir, out, save_strategy="steps", save_steps=2),
         tmp_path,
     )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
@@ -164,15 +124,9 @@ def test_zero3_cpu_two_processes(tiny_model_dir, tmp_path):
 
 
 def test_ddp_cpu_two_processes(tiny_model_dir, tmp_path):
-    # `accelerate launch --cpu --num_processes 2` starts ONE process (its simple launcher only fans out through
-    # mpirun); `--multi_gpu` is the torchrun launcher, and train.py's --use_cpu true puts the ranks on gloo + CPU.
     _setup(tmp_path)
     out = tmp_path / "out"
-    result = _launch(
-        ["--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no"],
-        ["--model_name_or_path", tiny_model_dir, "--output_dir", str(out), "--save_strategy", "no", *TRAIN_ARGS],
-        tmp_path,
-    )
+    result = accelerate_launch(DDP_TWO_CPU_PROCESSES, _train_flags(tiny_model_dir, out), tmp_path)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
     assert "sent/high_cov_abs_log_ratio" in result.stdout
     _check_two_ranks_scored_whole_groups(tmp_path)

@@ -9,7 +9,6 @@ import importlib.metadata
 import json
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -52,9 +51,18 @@ def test_cache_dir_is_complete_and_reused(embedded_dir):
     config = json.loads((path / "config.json").read_text())
     assert "quantization_config" not in config  # plain float32 weights, no GGUF path on reload
     assert config["dtype"] == "float32" and config["tie_word_embeddings"] is True
-    start = time.perf_counter()
+
+
+@needs_package
+def test_complete_cache_is_served_without_rebuilding(embedded_dir, monkeypatch):
+    def must_not_build(*args):
+        raise AssertionError("a complete cache was rebuilt")
+
+    monkeypatch.setattr(embedded, "_build_cache", must_not_build)
+    marker = Path(embedded_dir) / embedded.MARKER_FILENAME
+    before = marker.stat().st_mtime_ns
     assert embedded.embedded_model_path() == embedded_dir
-    assert time.perf_counter() - start < 1.0
+    assert marker.stat().st_mtime_ns == before
 
 
 @needs_package
@@ -113,7 +121,6 @@ def fake_builder(monkeypatch):
 
     def build(gguf_path, target, info):
         calls.append(target)
-        time.sleep(0.2)  # long enough for concurrent callers to queue on the lock
         for name in ("config.json", "model.safetensors", "tokenizer.json"):
             (target / name).write_text("{}")
         (target / embedded.MARKER_FILENAME).write_text(json.dumps(info))
@@ -123,9 +130,30 @@ def fake_builder(monkeypatch):
 
 
 @needs_package
-def test_concurrent_callers_build_once(tmp_path, fake_builder):
+def test_concurrent_callers_build_once(tmp_path, fake_builder, monkeypatch):
+    """4 callers find no cache; the first to take the lock builds, the 3 others wait for it, then find the cache.
+
+    The build starts only once every caller has found the cache missing (counted on the real `_cache_is_valid`,
+    before the lock): from then on the others can only wait on the lock, so without the lock they would all build.
+    """
     cache = tmp_path / "cache" / "model"
     results, errors = [], []
+    checks, all_checked = [], threading.Event()
+    real_check, real_build = embedded._cache_is_valid, embedded._build_cache
+
+    def counting_check(*args):
+        valid = real_check(*args)
+        checks.append(valid)
+        if checks.count(False) >= 4:  # every caller has looked before taking the lock
+            all_checked.set()
+        return valid
+
+    def gated_build(*args):
+        assert all_checked.wait(timeout=60), "the other callers never got to the lock"
+        real_build(*args)
+
+    monkeypatch.setattr(embedded, "_cache_is_valid", counting_check)
+    monkeypatch.setattr(embedded, "_build_cache", gated_build)
 
     def worker():
         try:
@@ -137,7 +165,8 @@ def test_concurrent_callers_build_once(tmp_path, fake_builder):
     for t in threads:
         t.start()
     for t in threads:
-        t.join()
+        t.join(timeout=120)
+    assert not any(t.is_alive() for t in threads)
     assert not errors
     assert results == [str(cache)] * 4
     assert len(fake_builder) == 1

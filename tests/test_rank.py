@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from datasets import Dataset
+from helpers.models import fixed_logits, save_causal_lm
 
 from sec_trl import rank
 from sec_trl.answer_checking import get_default_checker
@@ -40,39 +41,9 @@ def _dataset(n=NUM_PROMPTS):
 
 def _biased_model(tokenizer_dir, path, boosts, seed=0):
     """A 2-layer Llama (hidden 16) whose next-token distribution is (nearly) fixed: logit 4 * boosts[token] for the
-    boosted tokens, -8 for every other token, whatever the context.
-
-    Every embedding has a large constant first coordinate and the untied LM head reads only that coordinate, so
-    the small random layers barely move the logits.
+    boosted tokens, -8 for every other token, whatever the context (see `helpers.models.fixed_logits`).
     """
-    import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=16,
-        intermediate_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        max_position_embeddings=512,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        tie_word_embeddings=False,
-    )
-    torch.manual_seed(seed)
-    model = LlamaForCausalLM(config)
-    with torch.no_grad():
-        model.model.embed_tokens.weight[:, 0] = 8.0
-        model.lm_head.weight.zero_()
-        model.lm_head.weight[:, 0] = -2.0
-        for token, weight in boosts.items():
-            model.lm_head.weight[tokenizer.convert_tokens_to_ids(token), 0] = weight
-    model.save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return str(path)
+    return save_causal_lm(tokenizer_dir, path, seed=seed, edit=fixed_logits(boosts), tie_word_embeddings=False)
 
 
 @pytest.fixture(scope="module")

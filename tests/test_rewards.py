@@ -13,17 +13,29 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from sec_trl import answer_checking, answer_extraction, rewards
-from sec_trl.answer_checking import MAX_TAIL_CHARS, AnswerChecker, extract_final_answer, get_default_checker
+from sec_trl.answer_checking import (
+    MAX_ANSWER_CHARS,
+    MAX_TAIL_CHARS,
+    AnswerChecker,
+    extract_final_answer,
+    get_default_checker,
+)
 from sec_trl.rewards import accuracy_reward, completion_text, format_reward, make_accuracy_reward
 
 
-TIMEOUT = 2.0
-MARGIN = 2.0  # seconds allowed beyond the timeout for killing a stuck worker and starting its replacement
+TIMEOUT = 2.0  # the adversarial checkers: every time-out here is a pair that would hang, so it fires whatever the load
+# the `checker` fixture decides real pairs (sympy in the worker): a time-out there would be a wrong verdict, so it
+# gets a limit no loaded machine reaches
+VERDICT_TIMEOUT = 60.0
+# Hostile inputs must END: a missing timeout or a quadratic scan of 100 kB hangs for minutes or hours. This bound
+# is deliberately generous, so that a loaded machine never fails it; whether the time-out really fired is checked
+# from the checker's counters, not from the clock. The precise cost of a check belongs in a benchmark.
+HANG_LIMIT = 60.0
 
 
 @pytest.fixture(scope="module")
 def checker():
-    c = AnswerChecker(timeout=TIMEOUT)
+    c = AnswerChecker(timeout=VERDICT_TIMEOUT)
     c.start()
     yield c
     c.close()
@@ -86,6 +98,9 @@ def test_extract_reads_only_the_tail():
         ("12", "12.0", True),
         ("1,000", "1000", True),
         ("-3", "3", False),
+        ("-1/2", "1/2", False),  # the sign of a fraction counts (fast path)
+        ("-\\frac{1}{2}", "\\frac{1}{2}", False),
+        ("-\\frac{1}{2}", "-0.5", True),
         ("2", "3", False),
         ("0.33", "1/3", False),
         ("0.333333", "1/3", True),  # math-verify rounds decimals to 6 places (worker)
@@ -113,6 +128,7 @@ def test_equivalent(checker, a, b, expected):
         ("The answer is 3", "#### 3", True),  # GSM8K-style reference
         ("\\boxed{3}", "Thus the answer is $\\boxed{3}$.", True),  # MATH-style solution as reference
         ("\\boxed{-3}", "3", False),
+        ("\\boxed{(x+1)^2}", "x^2+2x+1.", True),  # a reference ending its sentence: the full stop is not maths
         ("I give up", "3", False),
         ("\\boxed{3}", None, False),
         ("\\boxed{3}", "", False),
@@ -121,6 +137,20 @@ def test_equivalent(checker, a, b, expected):
 )
 def test_check(checker, completion, reference, expected):
     assert checker.check(completion, reference) is expected
+
+
+def test_division_by_zero_is_an_answer_not_a_crash(checker):
+    """A model may well write 1/0: the reward must score it, not raise (ZeroDivisionError in the fast path)."""
+    assert checker.check("\\boxed{1/0}", "1") is False
+    assert checker.check("so \\boxed{\\frac{3}{0}}", "3") is False
+    assert checker.equivalent("1/0", "1") is False
+
+
+def test_answer_length_limit_is_inclusive(checker):
+    """MAX_ANSWER_CHARS: "an extracted answer LONGER than this is scored as not equal"."""
+    at_limit, over = "1" * MAX_ANSWER_CHARS, "1" * (MAX_ANSWER_CHARS + 1)
+    assert checker.check(f"\\boxed{{{at_limit}}}", at_limit) is True
+    assert checker.check(f"\\boxed{{{over}}}", over) is False
 
 
 def test_typical_arithmetic_answers_never_start_the_worker():
@@ -162,29 +192,25 @@ ADVERSARIAL = {
 }
 
 
-def _score_all_timed(c):
-    timings = {}
+def _score_all(c):
+    """Check every adversarial pair (all must be False); returns the pairs that timed out in the worker."""
+    timed_out = []
     for name, (completion, reference) in ADVERSARIAL.items():
-        start = time.monotonic()
-        verdict = c.check(completion, reference)
-        timings[name] = time.monotonic() - start
-        assert verdict is False, name
-    return timings
-
-
-def _assert_bounded(timings):
-    slow = {name: round(t, 2) for name, t in timings.items() if t >= TIMEOUT + MARGIN}
-    assert not slow, f"answer checks exceeded timeout + margin: {slow}"
+        before = c.stats["timeouts"]
+        assert c.check(completion, reference) is False, name
+        if c.stats["timeouts"] > before:
+            timed_out.append(name)
+    return timed_out
 
 
 def test_adversarial_completions_are_bounded_in_main_thread():
     c = AnswerChecker(timeout=TIMEOUT)
     c.start()
     try:
-        timings = _score_all_timed(c)
-        _assert_bounded(timings)
-        assert timings["power_tower"] >= TIMEOUT * 0.9  # it really reached the worker and was cut off
-        assert c.stats["timeouts"] == 1
+        start = time.monotonic()
+        # only the power tower reaches the worker and hangs sympy there: it is cut off by the time-out
+        assert _score_all(c) == ["power_tower"]
+        assert time.monotonic() - start < HANG_LIMIT
     finally:
         c.close()
 
@@ -194,37 +220,38 @@ def test_adversarial_completions_are_bounded_off_the_main_thread():
     c = AnswerChecker(timeout=TIMEOUT)
     c.start()
     try:
-        result = {}
-        thread = threading.Thread(target=lambda: result.update(_score_all_timed(c)), daemon=True)
+        result = []
+        thread = threading.Thread(target=lambda: result.extend(_score_all(c)), daemon=True)
         thread.start()
-        thread.join(timeout=len(ADVERSARIAL) * (TIMEOUT + MARGIN))
-        assert not thread.is_alive()
-        assert set(result) == set(ADVERSARIAL)
-        _assert_bounded(result)
-        assert c.stats["timeouts"] == 1
+        thread.join(timeout=HANG_LIMIT)
+        assert not thread.is_alive(), f"the checks did not end within {HANG_LIMIT} s"
+        assert result == ["power_tower"]
 
-        # And several threads at once (one worker, a lock): each pathological pair still ends.
+        # And several threads at once (one worker, a lock): each pathological pair still ends, two fresh time-outs
+        # (the cached power tower is not asked again).
         with ThreadPoolExecutor(max_workers=4) as pool:
-            start = time.monotonic()
             futures = [pool.submit(c.check, f"\\boxed{{{k}^{{{k}^{{{k}^{{{k}}}}}}}}}", "3") for k in (7, 8)]
             futures += [pool.submit(c.check, completion, ref) for completion, ref in ADVERSARIAL.values()]
-            assert [f.result() for f in futures] == [False] * len(futures)
-            assert time.monotonic() - start < 3 * (TIMEOUT + MARGIN)  # two fresh timeouts, serialised by the lock
+            assert [f.result(timeout=HANG_LIMIT) for f in futures] == [False] * len(futures)
+        assert c.stats["timeouts"] == 1 + 2
     finally:
         c.close()
 
 
-def test_worker_restarts_after_timeout(checker):
-    pid = checker._worker.proc.pid
-    timeouts = checker.stats["timeouts"]
-    start = time.monotonic()
-    assert checker.check("\\boxed{" + "{" * 15 + "1" + "}" * 15 + "}", "1") is False  # exponential parse time
-    assert time.monotonic() - start < TIMEOUT + MARGIN
-    assert checker.stats["timeouts"] == timeouts + 1
-    # The next pair needs the worker (symbolic) and gets a fresh one.
-    assert checker.check("\\boxed{(x+1)^2}", "x^2+2x+1") is True
-    assert checker._worker.proc.pid != pid
-    assert checker.equivalent("\\sqrt{8}", "2\\sqrt{2}") is True
+def test_worker_restarts_after_timeout():
+    checker = AnswerChecker(timeout=TIMEOUT)
+    try:
+        checker.start()
+        pid = checker._worker.proc.pid
+        assert checker.check("\\boxed{" + "{" * 15 + "1" + "}" * 15 + "}", "1") is False  # exponential parse time
+        assert checker.stats["timeouts"] == 1  # it was cut off, not decided
+        # The next pair needs the worker (symbolic) and gets a fresh one.
+        checker.timeout = VERDICT_TIMEOUT  # a real verdict from here on, whatever the load
+        assert checker.check("\\boxed{(x+1)^2}", "x^2+2x+1") is True
+        assert checker._worker.proc.pid != pid
+        assert checker.equivalent("\\sqrt{8}", "2\\sqrt{2}") is True
+    finally:
+        checker.close()
 
 
 def test_worker_survives_being_killed(checker):
@@ -270,7 +297,7 @@ def test_close_then_reuse_and_exit_cleanup(tmp_path):
     )
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True)
     child_pid = int(out.stdout.strip())
-    time.sleep(0.2)
+    # the exit handler kills the worker and reaps it before the interpreter ends: gone once the parent is
     with pytest.raises(ProcessLookupError):
         os.kill(child_pid, 0)
 
@@ -336,11 +363,14 @@ def test_make_accuracy_reward_custom_column():
 
 
 def test_accuracy_reward_bounded_on_adversarial_batch():
-    reward = make_accuracy_reward(timeout=TIMEOUT)
+    reward = make_accuracy_reward(timeout=TIMEOUT + 0.5)  # a timeout of its own: a checker of its own
+    checker = rewards._checker_for(TIMEOUT + 0.5)
     completions = [c for c, _ in ADVERSARIAL.values() if "9^" not in c]
     start = time.monotonic()
     assert reward(completions, answer=["1"] * len(completions)) == [0.0] * len(completions)
-    assert time.monotonic() - start < 1.0  # none of these needs the worker
+    assert time.monotonic() - start < HANG_LIMIT
+    # none of these needs the worker: all decided by the fast path, no worker started
+    assert checker.stats["worker"] == 0 and checker._worker is None
 
 
 @pytest.mark.parametrize(
@@ -361,7 +391,7 @@ def test_accuracy_reward_bounded_on_adversarial_batch():
 def test_format_reward(completion, expected):
     start = time.monotonic()
     assert format_reward([completion]) == [expected]
-    assert time.monotonic() - start < 0.5
+    assert time.monotonic() - start < HANG_LIMIT  # linear in the 100 kB inputs; a quadratic scan would take hours
 
 
 def test_docstring_examples():

@@ -1,54 +1,13 @@
 """train.py end to end through its real command line (flags and --config), on a tiny model and a local dataset."""
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
-
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _run(args, tmp_path, timeout=600):
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    return subprocess.run(
-        [sys.executable, str(ROOT / "train.py"), *args],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-
-
-def _write_jsonl(path, rows):
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return str(path)
-
-
-COMMON = [
-    "--use_cpu",
-    "true",
-    "--bf16",
-    "false",
-    "--report_to",
-    "none",
-    "--num_generations",
-    "4",
-    "--per_device_train_batch_size",
-    "4",
-    "--max_completion_length",
-    "6",
-    "--save_strategy",
-    "no",
-]
+from helpers.train_flags import LENGTH_REWARD, run_train, train_flags, write_jsonl
 
 
 def test_train_script_with_recipe_and_custom_columns(tiny_model_dir, tmp_path):
-    data = _write_jsonl(
+    data = write_jsonl(
         tmp_path / "train.jsonl",
         [{"question": f"What is {i} + 1? Answer in \\boxed{{}}.", "solution": str(i + 1)} for i in range(8)],
     )
@@ -64,7 +23,7 @@ def test_train_script_with_recipe_and_custom_columns(tiny_model_dir, tmp_path):
         "logging_steps: 1\n"
     )
     out = tmp_path / "out"
-    result = _run(["--config", str(recipe), "--output_dir", str(out), *COMMON], tmp_path)
+    result = run_train(["--config", str(recipe), *train_flags(output_dir=out)], tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert (out / "model.safetensors").exists() and (out / "config.json").exists()
     # the per-step table is printed and shows the SENT metric; the local model path is not logged
@@ -78,23 +37,23 @@ def test_train_script_with_recipe_and_custom_columns(tiny_model_dir, tmp_path):
 
 
 def test_push_without_network_fails_clearly_after_saving(tiny_model_dir, tmp_path):
-    data = _write_jsonl(
+    data = write_jsonl(
         tmp_path / "train.jsonl", [{"prompt": f"What is {i} + 2?", "answer": str(i + 2)} for i in range(4)]
     )
     out = tmp_path / "pushed"
-    args = [
-        "--model_name_or_path",
-        tiny_model_dir,
-        "--dataset_name",
-        data,
-        "--max_steps",
-        "2",
-        "--output_dir",
-        str(out),
-    ]
-    push = ["--push_to_hub", "true", "--hub_model_id", "someone/sent-test", "--hub_strategy", "checkpoint"]
     # checkpoints every step: the hub_strategy push fails at the first, is reported once, and training goes on
-    result = _run([*args, *COMMON, *push, "--save_strategy", "steps", "--save_steps", "1"], tmp_path)
+    args = train_flags(
+        model_name_or_path=tiny_model_dir,
+        dataset_name=data,
+        max_steps=2,
+        output_dir=out,
+        push_to_hub=True,
+        hub_model_id="someone/sent-test",
+        hub_strategy="checkpoint",
+        save_strategy="steps",
+        save_steps=1,
+    )
+    result = run_train(args, tmp_path)
     assert result.returncode == 1
     assert result.stderr.count("Pushing to the Hub failed") == 2  # once for the checkpoints, once at the end
     assert (out / "checkpoint-1").is_dir() and (out / "checkpoint-2").is_dir()
@@ -104,19 +63,10 @@ def test_push_without_network_fails_clearly_after_saving(tiny_model_dir, tmp_pat
 
 
 def test_missing_answer_column_fails_before_the_model_loads(tmp_path):
-    data = _write_jsonl(tmp_path / "bad.jsonl", [{"prompt": "What is 1 + 1?", "label": "2"}])
+    data = write_jsonl(tmp_path / "bad.jsonl", [{"prompt": "What is 1 + 1?", "label": "2"}])
     # the model path does not exist: the dataset error must come first
-    result = _run(
-        [
-            "--model_name_or_path",
-            str(tmp_path / "no-such-model"),
-            "--dataset_name",
-            data,
-            "--output_dir",
-            "o",
-            *COMMON,
-        ],
-        tmp_path,
+    result = run_train(
+        train_flags(model_name_or_path=tmp_path / "no-such-model", dataset_name=data, output_dir="o"), tmp_path
     )
     assert result.returncode != 0
     assert "answer" in result.stderr and "--dataset_answer_column" in result.stderr
@@ -132,49 +82,32 @@ def test_missing_answer_column_fails_before_the_model_loads(tmp_path):
     ],
 )
 def test_bad_flags_fail_early_with_the_field_name(tmp_path, args, message):
-    result = _run(["--output_dir", "o", *COMMON, *args], tmp_path, timeout=120)
+    result = run_train([*train_flags(output_dir="o"), *args], tmp_path, timeout=120)
     assert result.returncode != 0
     assert message in result.stderr
 
 
 def test_lora_run_saves_an_adapter_that_reloads(tiny_model_dir, tmp_path):
-    data = _write_jsonl(
+    data = write_jsonl(
         tmp_path / "train.jsonl", [{"prompt": f"What is {i} + 2?", "answer": str(i + 2)} for i in range(8)]
     )
     # a dotted-path reward that varies within a group (a random tiny model never answers correctly)
-    (tmp_path / "my_rewards.py").write_text(
-        "def length_reward(completions, **kwargs):\n"
-        "    return [float(len(c[0]['content'] if isinstance(c, list) else c)) for c in completions]\n"
-    )
+    (tmp_path / "my_rewards.py").write_text(LENGTH_REWARD)
     out = tmp_path / "lora"
-    result = _run(
-        [
-            "--reward_funcs",
-            "my_rewards.length_reward",
-            "--model_name_or_path",
-            tiny_model_dir,
-            "--dataset_name",
-            data,
-            "--use_peft",
-            "--lora_r",
-            "4",
-            "--lora_target_modules",
-            "q_proj",
-            "v_proj",
-            "--max_steps",
-            "2",
-            "--steps_per_generation",
-            "2",
-            "--learning_rate",
-            "1e-2",
-            "--save_merged",
-            "true",
-            "--output_dir",
-            str(out),
-            *COMMON,
-        ],
-        tmp_path,
+    args = train_flags(
+        reward_funcs="my_rewards.length_reward",
+        model_name_or_path=tiny_model_dir,
+        dataset_name=data,
+        use_peft=True,
+        lora_r=4,
+        lora_target_modules=["q_proj", "v_proj"],
+        max_steps=2,
+        steps_per_generation=2,
+        learning_rate=1e-2,
+        save_merged=True,
+        output_dir=out,
     )
+    result = run_train(args, tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert (out / "adapter_config.json").exists() and (out / "adapter_model.safetensors").exists()
 
@@ -192,37 +125,28 @@ def test_lora_run_saves_an_adapter_that_reloads(tiny_model_dir, tmp_path):
 
 
 def test_curriculum_ranks_an_unranked_dataset_first_then_reuses_the_cache(tiny_model_dir, tmp_path):
-    data = _write_jsonl(
+    data = write_jsonl(
         tmp_path / "train.jsonl", [{"prompt": f"What is {i} + 3?", "answer": str(i + 3)} for i in range(8)]
     )
     out = tmp_path / "curriculum"
-    args = [
-        "--model_name_or_path",
-        tiny_model_dir,
-        "--dataset_name",
-        data,
-        "--curriculum",
-        "true",
-        "--num_train_epochs",
-        "1",
-        "--se_num_samples",
-        "2",
-        "--se_max_new_tokens",
-        "4",
-        "--max_steps",
-        "2",
-        "--output_dir",
-        str(out),
-        *COMMON,
-    ]
-    result = _run(args, tmp_path)
+    args = train_flags(
+        model_name_or_path=tiny_model_dir,
+        dataset_name=data,
+        curriculum=True,
+        num_train_epochs=1,
+        se_num_samples=2,
+        se_max_new_tokens=4,
+        max_steps=2,
+        output_dir=out,
+    )
+    result = run_train(args, tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert (out / "se_ranking" / "ranking_meta.json").exists()
     assert json.loads((out / "se_ranking" / "ranking_meta.json").read_text())["counts"]["num_prompts_generated"] == 8
     assert (out / "assets" / "se_histogram.png").exists()  # the card shows the dataset's SE histogram
     assert "se_histogram.png" in (out / "README.md").read_text()
     # a second run is served from the ranking cache: nothing is generated for ranking
-    again = _run(args, tmp_path)
+    again = run_train(args, tmp_path)
     assert again.returncode == 0, again.stderr[-3000:]
     meta = json.loads((out / "se_ranking" / "ranking_meta.json").read_text())
     assert meta["counts"]["num_prompts_generated"] == 0 and meta["counts"]["num_prompts_from_cache"] == 8, meta

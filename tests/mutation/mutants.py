@@ -1,0 +1,326 @@
+"""The mutants of `run_mutants.py`: small, realistic bugs in the core modules, one at a time.
+
+Each mutant replaces the `occurrence`-th (0-based) match of `old` by `new` in `file`, and names the fast test files
+that should catch it (run in that order, stopping at the first failure). `why` says what a user would suffer.
+"""
+
+LOSS = ["tests/test_losses.py", "tests/test_trainer_settings.py", "tests/test_metrics.py"]
+TRAINER = ["tests/test_trainer_settings.py", "tests/test_metrics.py", "tests/test_trainer.py"]
+CURRICULUM = ["tests/test_curriculum.py", "tests/test_metrics.py", "tests/test_trainer.py"]
+SEMANTIC = ["tests/test_semantic_entropy.py", "tests/test_semantic_entropy_edges.py", "tests/test_metrics.py"]
+CHECKER = ["tests/test_rewards.py", "tests/test_semantic_entropy.py"]
+TWO_PROCESSES = ["tests/test_resume.py::test_two_processes_follow_the_single_process_stream_across_a_resume"]
+
+
+def _m(id, file, old, new, why, tests, occurrence=0, slow=None):
+    """`slow`: test files beyond the fast set that catch it (run with `run_mutants.py --slow`)."""
+    return dict(id=id, file=file, old=old, new=new, why=why, tests=tests, occurrence=occurrence, slow=slow)
+
+
+L, T, C, E, A = (f"sec_trl/{m}.py" for m in ("losses", "trainer", "curriculum", "semantic_entropy", "answer_checking"))
+
+MUTANTS = [
+    # ---- losses.py ------------------------------------------------------------------------------------------------
+    _m(
+        "L1",
+        L,
+        ".to(torch.int64).clamp(min=1)",
+        ".to(torch.int64).clamp(min=0)",
+        "a tiny batch selects no token",
+        LOSS,
+    ),
+    _m("L2", L, "(rank.view_as(scores) < k)", "(rank.view_as(scores) <= k)", "k + 1 tokens selected", LOSS),
+    _m("L3", L, "* (logps - _masked_mean(logps, over))", "* logps", "covariance not centred in logp", LOSS),
+    _m("L4", L, "per_token_logps, over=low_entropy)", "per_token_logps, over=mask)", "SENT cov over all tokens", LOSS),
+    _m(
+        "L5",
+        L,
+        "_bottom_k_mask(cov, low_entropy, k) & ~high_cov",
+        "_bottom_k_mask(cov, low_entropy, k)",
+        "overlap counted as low-cov",
+        LOSS,
+    ),
+    _m("L6", L, "kl_coef * low_entropy_kl_coef", "low_entropy_kl_coef", "rest of L ignores kl_coef", LOSS, 1),
+    _m("L7", L, "coef * log_ratio.abs()", "coef * log_ratio", "SENT penalty signed instead of |.|", LOSS),
+    _m(
+        "L8", L, "    loss = torch.where(mask, loss, torch.zeros_like(loss))\n", "", "SENT loss not 0 on padding", LOSS
+    ),
+    _m("L9", L, "-torch.inf).amax()", "-torch.inf).amin()", "entropy threshold = min of L", LOSS),
+    _m(
+        "L10",
+        L,
+        "high_cov = _top_k_mask(cov, mask,",
+        "high_cov = _bottom_k_mask(cov, mask,",
+        "KL-Cov picks lowest cov",
+        LOSS,
+    ),
+    _m("L11", L, "(clipped > unclipped) & mask", "(clipped >= unclipped) & mask", "ties count as PPO-clipped", LOSS),
+    _m(
+        "L12",
+        L,
+        "& (cov < clip_cov_upper) & mask & ~ppo_clipped",
+        "& (cov < clip_cov_upper) & mask",
+        "Clip-Cov draws PPO-clipped tokens",
+        LOSS,
+    ),
+    _m(
+        "L13", L, "1 - epsilon_low, 1 + epsilon_high", "1 - epsilon_low, 1 + epsilon_low", "epsilon_high ignored", LOSS
+    ),
+    _m("L14", L, ".sum() / mask.sum().clamp(min=1)", ".sum() / mask.numel()", "means include padding", LOSS),
+    # ---- trainer.py: settings passed to the loss -------------------------------------------------------------------
+    *[
+        _m(f"T{i + 1}", T, f"                {line}\n", "", f"{line.split('=')[0]} not passed ({reg})", TRAINER, occ)
+        for i, (line, occ, reg) in enumerate(
+            [
+                ("low_entropy_quantile=args.low_entropy_quantile,", 0, "sent"),
+                ("cov_ratio=args.cov_ratio,", 0, "sent"),
+                ("kl_coef=args.kl_cov_coef,", 0, "sent"),
+                ("high_cov_coef=args.high_cov_coef,", 0, "sent"),
+                ("low_cov_coef=args.low_cov_coef,", 0, "sent"),
+                ("low_entropy_kl_coef=args.low_entropy_kl_coef,", 0, "sent"),
+                ("cov_ratio=args.cov_ratio,", 1, "kl_cov"),
+                ("kl_coef=args.kl_cov_coef,", 1, "kl_cov"),
+                ("cov_ratio=args.cov_ratio,", 2, "clip_cov"),
+                ("clip_cov_lower=args.clip_cov_lower,", 0, "clip_cov"),
+                ("clip_cov_upper=args.clip_cov_upper,", 0, "clip_cov"),
+                ("epsilon_low=self.epsilon_low,", 0, "clip_cov"),
+                ("epsilon_high=self.epsilon_high,", 0, "clip_cov"),
+            ]
+        )
+    ],
+    # ---- trainer.py: metrics, curriculum wiring ---------------------------------------------------------------------
+    _m("T14", T, "ratio_sum / max(count, 1.0)", "ratio_sum / n_valid", "*_abs_log_ratio over all tokens", TRAINER),
+    _m("T15", T, "count / n_valid", "count / max(len(stats), 1)", "*_frac over the wrong count", TRAINER),
+    _m(
+        "T16",
+        T,
+        "abs_log_ratio = log_ratio.detach().abs()",
+        "abs_log_ratio = log_ratio.detach()",
+        "signed log ratio logged",
+        TRAINER,
+    ),
+    _m("T17", T, "texts[start : start + g]", "texts[start : start + g - 1]", "SE on 3 of 4 group members", TRAINER),
+    _m(
+        "T18",
+        T,
+        "range(0, len(texts) - g + 1, g)",
+        "range(0, len(texts) - g, g)",
+        "last group left out of SE",
+        TRAINER,
+    ),
+    _m("T19", T, "clusters.append(max(ids) + 1)", "clusters.append(max(ids))", "num_clusters off by one", TRAINER),
+    _m(
+        "T20",
+        T,
+        "micro_step = self.state.global_step * gas + self._step % gas",
+        "micro_step = self._step",
+        "curriculum position restarts at 0 on resume",
+        TRAINER,
+        slow=["tests/test_resume.py::test_sigkill_and_resume_continue_the_exact_prompt_stream"],
+    ),
+    _m(
+        "T21",
+        T,
+        "micro_step = self.state.global_step * gas + self._step % gas",
+        "micro_step = self.state.global_step + self._step % gas",
+        "position ignores gradient accumulation",
+        TRAINER,
+    ),
+    _m(
+        "T22",
+        T,
+        "extremes = self.accelerator.gather(torch.stack([-se.min(), se.max()]).reshape(1, 2)).amax(dim=0)",
+        "extremes = torch.stack([-se.min(), se.max()]).reshape(1, 2).amax(dim=0)",
+        "SE range of rank 0 only",
+        TRAINER,
+        slow=TWO_PROCESSES,
+    ),
+    _m(
+        "T23",
+        T,
+        "            seed=self.args.seed,\n",
+        "            seed=self.args.seed + self.accelerator.process_index,\n",
+        "curriculum shuffle differs per rank",
+        TRAINER,
+        slow=TWO_PROCESSES,
+    ),
+    _m(
+        "T24",
+        T,
+        "repeat_count=self.num_iterations * self.args.steps_per_generation",
+        "repeat_count=self.args.steps_per_generation",
+        "num_iterations ignored by the curriculum",
+        TRAINER,
+    ),
+    _m(
+        "T25",
+        T,
+        "batch_size=self.args.generation_batch_size // self.num_generations",
+        "batch_size=self.args.per_device_train_batch_size // self.num_generations",
+        "curriculum chunk = one device's batch",
+        TRAINER,
+    ),
+    # ---- curriculum.py ---------------------------------------------------------------------------------------------
+    _m(
+        "C1",
+        C,
+        'order = np.argsort(se, kind="stable")',
+        'order = np.argsort(-se, kind="stable")',
+        "high SE first",
+        CURRICULUM,
+    ),
+    _m(
+        "C2",
+        C,
+        "base + 1 if s < extra else base",
+        "base + 1 if s >= num_stages - extra else base",
+        "larger stages last, not first",
+        CURRICULUM,
+    ),
+    _m(
+        "C3",
+        C,
+        "SeedSequence([seed, stage, epoch])",
+        "SeedSequence([seed, stage])",
+        "same shuffle every epoch",
+        CURRICULUM,
+        1,
+    ),
+    _m(
+        "C4",
+        C,
+        "_permutation(st.size, self.seed, st.stage, epoch)",
+        "_permutation(st.size, self.seed, 0, epoch)",
+        "same shuffle pattern for every stage",
+        CURRICULUM,
+    ),
+    _m(
+        "C5",
+        C,
+        "np.repeat(chunk, self.mini_repeat_count)",
+        "np.tile(chunk, self.mini_repeat_count)",
+        "a group's completions not consecutive",
+        CURRICULUM,
+    ),
+    _m(
+        "C6",
+        C,
+        '"progress": k / self.num_chunks',
+        '"progress": (k + 1) / self.num_chunks',
+        "progress off by one",
+        CURRICULUM,
+    ),
+    _m(
+        "C7",
+        C,
+        "self._chunk_se_min = chunk_se.min(axis=1)",
+        "self._chunk_se_min = chunk_se.min()",
+        "chunk SE minimum of the whole run",
+        CURRICULUM,
+    ),
+    _m("C8", C, "if not math.isfinite(v)]", "if math.isnan(v)]", "inf SE accepted", CURRICULUM),
+    _m("C9", C, "and not isinstance(value, (bool, np.bool_))", "", "booleans accepted as SE", CURRICULUM),
+    _m(
+        "C10",
+        C,
+        "return self.num_chunks * self.samples_per_chunk",
+        "return self.num_samples * self.mini_repeat_count * self.repeat_count",
+        "RepeatSampler's length",
+        CURRICULUM,
+    ),
+    _m(
+        "C11",
+        C,
+        "chunk = int(batch_index) // self.repeat_count",
+        "chunk = int(batch_index) // self.samples_per_chunk",
+        "batch -> chunk mapping wrong",
+        CURRICULUM,
+    ),
+    _m(
+        "C12",
+        C,
+        "for st in self.stages if st.size < self.batch_size",
+        "for st in self.stages if st.size < 1",
+        "stage without a batch not rejected",
+        CURRICULUM,
+    ),
+    # ---- semantic_entropy.py ---------------------------------------------------------------------------------------
+    _m("E1", E, "p * math.log(p)", "p * math.log2(p)", "entropy in bits", SEMANTIC),
+    _m("E2", E, "[count / n for count", "[count / len(Counter(ids)) for count", "cluster masses not / N", SEMANTIC),
+    _m("E3", E, "top = max(logprobs)", "top = min(logprobs)", "softmax overflows", SEMANTIC),
+    _m("E4", E, "math.fsum(ws) / total", "math.fsum(ws) / len(ws)", "weighted masses not normalised", SEMANTIC),
+    _m(
+        "E5",
+        E,
+        "len(answer) <= MAX_ANSWER_CHARS",
+        "len(answer) < MAX_ANSWER_CHARS",
+        "length limit off by one",
+        SEMANTIC,
+    ),
+    _m(
+        "E6",
+        E,
+        "cluster = i\n                    break\n",
+        "cluster = i\n",
+        "joins the last matching cluster, not the first",
+        SEMANTIC,
+    ),
+    _m("E7", E, "overlap >= threshold and", "overlap > threshold and", "lexical threshold exclusive", SEMANTIC),
+    _m("E8", E, "overlap > best_overlap", "overlap >= best_overlap", "lexical ties to the higher id", SEMANTIC),
+    _m("E9", E, "len(a & b) / union", "len(a & b) / (len(a) + len(b))", "not Jaccard", SEMANTIC),
+    _m(
+        "E10",
+        E,
+        "            ids.append(len(representatives))\n            representatives.append(None)\n",
+        "            ids.append(0)\n            representatives.append(None)\n",
+        "no-answer responses share cluster 0",
+        SEMANTIC,
+    ),
+    # ---- answer_checking.py: extraction and the fast path ---------------------------------------------------------
+    _m("A1", A, "if (x_exact and y_exact) or", "if (x_exact or y_exact) or", "0.333333 != 1/3", CHECKER),
+    _m(
+        "A2",
+        A,
+        'return (-value if sign == "-" else value), not (frac or bare_frac)',
+        'return (-value if sign == "-" else value), True',
+        "decimals compared exactly",
+        CHECKER,
+    ),
+    _m("A3", A, "    if den == 0:\n        return None\n", "", "1/0 raises", CHECKER),
+    _m(
+        "A4",
+        A,
+        'return (-value if sign == "-" else value), True',
+        "return value, True",
+        "sign of fractions lost",
+        CHECKER,
+    ),
+    _m("A5", A, "            i += 2\n", "            i += 1\n", "escaped braces group", CHECKER),
+    _m("A6", A, "for s in starts if s in pairs]", "for s in starts if s in pairs][:1]", "first box wins", CHECKER),
+    _m("A7", A, "return matches[-1].group(0)", "return matches[0].group(0)", "first number wins", CHECKER),
+    _m(
+        "A8",
+        A,
+        "if len(gold) > MAX_ANSWER_CHARS or len(pred) > MAX_ANSWER_CHARS",
+        "if len(gold) >= MAX_ANSWER_CHARS or len(pred) >= MAX_ANSWER_CHARS",
+        "length limit off by one",
+        CHECKER,
+    ),
+    _m("A9", A, '        if s.endswith("."):\n            s = s[:-1].rstrip()\n', "", "final full stop kept", CHECKER),
+    _m(
+        "A10",
+        A,
+        "return text[-MAX_TAIL_CHARS:]",
+        "return text[:MAX_TAIL_CHARS]",
+        "reads the head, not the tail",
+        CHECKER,
+    ),
+    _m(
+        "A11",
+        A,
+        "if not gold or not pred:\n        return False",
+        "if not gold and not pred:\n        return False",
+        "one empty answer not rejected",
+        CHECKER,
+    ),
+]

@@ -1,0 +1,122 @@
+"""Hand-written mutation testing of the core modules: apply one small, realistic bug at a time to a temporary copy
+of the checkout, run the fast tests that should catch it, and report which bugs survive.
+
+    python tests/mutation/run_mutants.py                 # all mutants (about 15 min on 2 cores)
+    python tests/mutation/run_mutants.py --only S1 T3    # some of them
+    python tests/mutation/run_mutants.py --list
+    python tests/mutation/run_mutants.py --slow          # the mutants only slow tests catch, against those
+
+Nothing in the checkout is modified: the copy (tracked and untracked, non-ignored files) lives in a temporary
+directory and is put first on PYTHONPATH, so it shadows an editable install. Each mutant runs its test files with
+`-x` (stop at the first failure); a mutant is *killed* when the tests fail (or time out), *survives* when they
+pass. The unmutated copy is run first on the union of the test files: it must pass. The results are written to
+tests/README.md by hand, with the survivors kept and why (see there).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from mutants import MUTANTS  # noqa: E402
+
+
+ROOT = Path(__file__).resolve().parents[2]
+TIMEOUT = 900  # seconds per mutant run: far above any fast test file here; a hang counts as killed
+
+
+def copy_checkout(dest: Path) -> None:
+    files = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=ROOT, capture_output=True, check=True
+    ).stdout.split(b"\0")
+    for name in filter(None, files):
+        source = ROOT / os.fsdecode(name)
+        if source.is_file():
+            target = dest / os.fsdecode(name)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target)
+
+
+def apply(copy: Path, mutant: dict) -> str:
+    """Replace the `occurrence`-th (0-based) match of `old` by `new` in the copy; return the original text."""
+    path = copy / mutant["file"]
+    text = path.read_text()
+    start = -1
+    for _ in range(mutant.get("occurrence", 0) + 1):
+        start = text.find(mutant["old"], start + 1)
+        if start < 0:
+            raise SystemExit(f"{mutant['id']}: {mutant['old']!r} not found in {mutant['file']} (the code changed?)")
+    path.write_text(text[:start] + mutant["new"] + text[start + len(mutant["old"]) :])
+    return text
+
+
+def run_tests(copy: Path, tests: list[str]) -> tuple[str, float]:
+    env = {**os.environ, "PYTHONPATH": str(copy), "OMP_NUM_THREADS": "1", "PYTHONDONTWRITEBYTECODE": "1"}
+    command = [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "-p", "no:randomly", *tests]
+    start = time.monotonic()
+    try:
+        result = subprocess.run(command, cwd=copy, env=env, capture_output=True, text=True, timeout=TIMEOUT)
+    except subprocess.TimeoutExpired:
+        return "killed (timeout)", time.monotonic() - start
+    elapsed = time.monotonic() - start
+    if result.returncode == 0:
+        return "SURVIVED", elapsed
+    if result.returncode == 5:
+        raise SystemExit(f"no test collected by {tests}")
+    return "killed", elapsed
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", nargs="*", help="mutant ids to run (default: all)")
+    parser.add_argument("--list", action="store_true", help="list the mutants and exit")
+    parser.add_argument("--no-baseline", action="store_true", help="skip the unmutated run")
+    parser.add_argument("--slow", action="store_true", help="only the mutants with slow tests, run against those")
+    parser.add_argument("--tests", nargs="*", help="run these test files for every mutant instead of its own")
+    args = parser.parse_args(argv)
+    mutants = [m for m in MUTANTS if not args.only or m["id"] in args.only]
+    if args.tests:
+        mutants = [{**m, "tests": args.tests} for m in mutants]
+    if args.slow:
+        mutants = [{**m, "tests": m["slow"]} for m in mutants if m["slow"]]
+    if args.list:
+        for m in mutants:
+            print(f"{m['id']:>4}  {m['file']:<28} {m['why']}")
+        return
+    with tempfile.TemporaryDirectory(prefix="sec_trl-mutants-") as tmp:
+        copy = Path(tmp)
+        copy_checkout(copy)
+        if not args.no_baseline:
+            tests = sorted({t for m in mutants for t in m["tests"]})
+            outcome, elapsed = run_tests(copy, tests)
+            print(
+                f"baseline (unmutated): {'pass' if outcome == 'SURVIVED' else 'FAIL'} in {elapsed:.0f} s", flush=True
+            )
+            if outcome != "SURVIVED":
+                raise SystemExit("the unmutated tests fail: fix that first")
+        results = []
+        for m in mutants:
+            original = apply(copy, m)
+            try:
+                outcome, elapsed = run_tests(copy, m["tests"])
+            finally:
+                (copy / m["file"]).write_text(original)
+            results.append((m, outcome))
+            print(f"{m['id']:>4}  {outcome:<17} {elapsed:5.0f} s  {m['file']}: {m['why']}", flush=True)
+    killed = sum(outcome.startswith("killed") for _, outcome in results)
+    print(f"\nkilled {killed} of {len(results)} ({100 * killed / max(len(results), 1):.0f}%)")
+    for m, outcome in results:
+        if outcome == "SURVIVED":
+            print(f"  survived: {m['id']} {m['file']}: {m['why']}")
+
+
+if __name__ == "__main__":
+    main()
