@@ -122,9 +122,12 @@ def evaluate_with_sampler(
     start, groups = sample_shard(sampler, prompts, settings, state=state, show_progress=show_progress)
     shard_refs = references[start : start + len(groups)]
     records = score_groups(groups, shard_refs, answer_timeout=answer_timeout, state=state, show_progress=show_progress)
+    shard = [start, start + len(groups)]
     records = gather_records(records, state)
     result = summarise(records, settings.k)
     result["seconds"] = time.perf_counter() - begin
+    if state is not None and state.num_processes > 1:
+        result["shards"] = gather_records([shard], state)  # [start, end) of the prompts each process sampled
     if return_completions:
         result["completions"] = [r["completions"] for r in records]
     return result
