@@ -242,3 +242,45 @@ def test_cli_fails_early_with_a_named_fix(tmp_path, args, message):
     assert result.returncode != 0
     assert message in result.stderr, result.stderr[-2000:]
     assert not (tmp_path / "eval_results.json").exists()
+
+
+@pytest.mark.parametrize("num_prompts", [0, 1, 5, 16, 17])
+@pytest.mark.parametrize("batch_size", [1, 2, 8])
+@pytest.mark.parametrize("num_processes", [1, 2, 3, 8])
+def test_shards_are_contiguous_whole_batches_covering_every_prompt(num_prompts, batch_size, num_processes):
+    from sec_trl.evaluation.sampling import shard_bounds
+
+    bounds = [shard_bounds(num_prompts, batch_size, num_processes, p) for p in range(num_processes)]
+    assert bounds[0][0] == 0 and bounds[-1][1] == num_prompts
+    for (_, end), (start, _) in zip(bounds, bounds[1:], strict=False):
+        assert end == start  # contiguous, in process order
+    for start, end in bounds:
+        assert start <= end and start % batch_size == 0  # a shard starts on a global batch boundary
+    sizes = [end - start for start, end in bounds]
+    assert max(sizes) - min(sizes) <= batch_size  # balanced to within one batch
+
+
+def test_vllm_refuses_several_processes_before_loading_anything(monkeypatch):
+    """vLLM manages its GPUs itself: under `accelerate launch --num_processes N` the CLI says to launch one process."""
+    import importlib.machinery
+    import types
+
+    from sec_trl.evaluation.cli import EvalArguments, check_backend
+
+    stand_in = types.ModuleType("vllm")  # importable name only; nothing of it is called
+    stand_in.__spec__ = importlib.machinery.ModuleSpec("vllm", loader=None)
+    monkeypatch.setitem(sys.modules, "vllm", stand_in)
+    two_processes = types.SimpleNamespace(num_processes=2)
+    with pytest.raises(ValueError, match="runs in one process"):
+        check_backend(EvalArguments(use_vllm=True), two_processes)
+    check_backend(EvalArguments(use_vllm=True), types.SimpleNamespace(num_processes=1))
+    check_backend(EvalArguments(use_vllm=False), two_processes)
+
+
+def test_seeds_are_per_index_and_stable():
+    from sec_trl.evaluation.sampling import derive_seed
+
+    assert derive_seed(0, 0) == derive_seed(0, 0)
+    assert len({derive_seed(0, i) for i in range(1000)}) == 1000
+    assert derive_seed(0, 5) != derive_seed(1, 5)
+    assert all(0 <= derive_seed(s, i) < 2**31 for s in range(3) for i in range(50))
