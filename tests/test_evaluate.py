@@ -284,3 +284,26 @@ def test_seeds_are_per_index_and_stable():
     assert len({derive_seed(0, i) for i in range(1000)}) == 1000
     assert derive_seed(0, 5) != derive_seed(1, 5)
     assert all(0 <= derive_seed(s, i) < 2**31 for s in range(3) for i in range(50))
+
+
+def test_user_dataset_defaults_to_its_test_split(tmp_path):
+    """--dataset_name with no --dataset_test_split evaluates the 'test' split; the flag picks another."""
+    from datasets import Dataset, DatasetDict
+
+    from sec_trl.evaluation.cli import EvalArguments, load_eval_sets
+    from sec_trl.script_args import DatasetArguments
+
+    def split(tag, n):
+        return Dataset.from_dict({"problem": [f"{tag} {i}?" for i in range(n)], "answer": [str(i) for i in range(n)]})
+
+    DatasetDict(train=split("train", 5), test=split("test", 3), validation=split("val", 2)).save_to_disk(
+        tmp_path / "d"
+    )
+    common = dict(dataset_name=str(tmp_path / "d"), dataset_prompt_column="problem")
+    (test,) = load_eval_sets(EvalArguments(), DatasetArguments(**common)).values()
+    assert [p[-1]["content"].split("?")[0] for p in test["prompts"]] == ["test 0", "test 1", "test 2"]
+    assert test["source"] == {"dataset_name": "d", "dataset_config": None, "split": "test"}
+    (val,) = load_eval_sets(
+        EvalArguments(num_prompts=1), DatasetArguments(dataset_test_split="validation", **common)
+    ).values()
+    assert len(val["prompts"]) == 1 and val["prompts"][0][-1]["content"].startswith("val 0")
