@@ -231,6 +231,8 @@ def test_cli_on_a_user_file_with_trl_column_flags(tiny_model_dir, tmp_path):
         (["--benchmarks", "math500", "--dataset_name", "x.jsonl"], "either --benchmarks or --dataset_name"),
         (["--model", "x"], "ambiguous option"),  # the old argparse flags are gone, TRL's names replace them
         (["--use_vllm", "true"], "pip install 'sec_trl[vllm]'"),
+        (["--k", "0"], "k must be >= 1"),
+        (["--temperature", "0"], "temperature must be > 0"),
     ],
 )
 def test_cli_fails_early_with_a_named_fix(tmp_path, args, message):

@@ -116,7 +116,7 @@ def load_eval_sets(eval_args: EvalArguments, data_args) -> dict[str, dict]:
             bench = BENCHMARKS[name]
             ds = load_benchmark(name, fmt, eval_args.num_prompts)
             source = {"dataset_name": bench.hub_id, "dataset_config": bench.config, "split": bench.split}
-            sets[name] = _eval_set(ds, bench.answer_column, eval_args.k or bench.k, source)
+            sets[name] = _eval_set(ds, bench.answer_column, bench.k if eval_args.k is None else eval_args.k, source)
         return sets
     if data_args.dataset_name is None:
         name, split = "arithmetic", "test"
@@ -127,7 +127,9 @@ def load_eval_sets(eval_args: EvalArguments, data_args) -> dict[str, dict]:
     ds = drop_missing_gold(data_args.load("test"), data_args.dataset_answer_column, name)
     ds = first_prompts(ds, eval_args.num_prompts)
     source = {"dataset_name": data_args.dataset_shown(), "dataset_config": data_args.dataset_config, "split": split}
-    sets[name] = _eval_set(ds, data_args.dataset_answer_column, eval_args.k or DEFAULT_K, source)
+    sets[name] = _eval_set(
+        ds, data_args.dataset_answer_column, DEFAULT_K if eval_args.k is None else eval_args.k, source
+    )
     return sets
 
 
@@ -164,6 +166,15 @@ def run(eval_args: EvalArguments, data_args, model_args) -> dict:
     )
     check_backend(eval_args, state)
     sets = load_eval_sets(eval_args, data_args)
+    for item in sets.values():  # bad sampling flags fail here, before the model loads
+        item["settings"] = SamplingSettings(
+            item["k"],
+            eval_args.temperature,
+            eval_args.top_p,
+            eval_args.max_new_tokens,
+            eval_args.batch_size,
+            eval_args.seed,
+        )
     sampler = build_sampler(
         model_args.model_name_or_path,
         dtype=model_args.dtype,
@@ -183,19 +194,11 @@ def run(eval_args: EvalArguments, data_args, model_args) -> dict:
             item["k"],
             eval_args.max_new_tokens,
         )
-        settings = SamplingSettings(
-            item["k"],
-            eval_args.temperature,
-            eval_args.top_p,
-            eval_args.max_new_tokens,
-            eval_args.batch_size,
-            eval_args.seed,
-        )
         result = evaluate_with_sampler(
             sampler,
             item["prompts"],
             item["references"],
-            settings,
+            item["settings"],
             answer_timeout=eval_args.answer_timeout,
             state=state,
             show_progress=eval_args.show_progress,
