@@ -120,3 +120,17 @@ def test_mean_over_benchmarks_is_unweighted():
     mean = mean_over_benchmarks(results)
     assert mean["avg@k"] == pytest.approx(0.4) and mean["pass@k"] == pytest.approx(0.7)
     assert mean["k"] == {"small": 32, "large": 4}
+
+
+def test_joined_olympiadbench_answers_are_checkable():
+    """OlympiadBench's list answers become one string the answer checker matches against a boxed answer."""
+    from datasets import Dataset
+
+    from sec_trl.answer_checking import AnswerChecker
+    from sec_trl.evaluation.benchmarks import _join_list_answers
+
+    ds = _join_list_answers(Dataset.from_dict({"final_answer": [["$2$", "$3$"], ["$\\frac{1}{2}$"]]}), "final_answer")
+    assert ds["final_answer"] == ["$2$, $3$", "$\\frac{1}{2}$"]
+    with AnswerChecker(timeout=5) as checker:
+        verdicts = checker.check_batch(["\\boxed{2, 3}", "\\boxed{0.5}", "\\boxed{3}"], [*ds["final_answer"], "$2$"])
+    assert verdicts == [True, True, False]
