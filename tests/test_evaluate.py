@@ -102,8 +102,8 @@ def test_evaluate_model_scores_a_correct_answer(tiny_model_dir):
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
     answer_ids = tokenizer("\\boxed{5}", add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
 
-    def fixed_generate(input_ids, num_return_sequences=1, **kwargs):
-        rows = input_ids.repeat_interleave(num_return_sequences, dim=0)
+    def fixed_generate(input_ids, generation_config, **kwargs):
+        rows = input_ids.repeat_interleave(generation_config.num_return_sequences, dim=0)
         tail = torch.tensor(answer_ids).expand(rows.shape[0], -1)
         return torch.cat([rows, tail], dim=1)
 

@@ -107,9 +107,8 @@ class TransformersSampler:
         self.pad = int(pad) if pad is not None else eos[0]
         # Only --temperature / --top_p shape the distribution: a clean generation config, so the checkpoint's
         # generation_config.json (top_k, repetition_penalty, ...) cannot add processors.
-        self.generation_config = GenerationConfig(
-            bos_token_id=model.generation_config.bos_token_id, eos_token_id=eos, pad_token_id=self.pad
-        )
+        self._config_class = GenerationConfig
+        self._bos = model.generation_config.bos_token_id
 
     def sample(
         self,
@@ -139,19 +138,20 @@ class TransformersSampler:
             attention[row, width - len(x) :] = 1
         device = next(self.model.parameters()).device
         torch.manual_seed(derive_seed(s.seed, first_index))
+        config = self._config_class(
+            bos_token_id=self._bos,
+            eos_token_id=self.eos,
+            pad_token_id=self.pad,
+            do_sample=True,
+            temperature=s.temperature,
+            top_p=s.top_p,
+            top_k=0,
+            max_new_tokens=s.max_new_tokens,
+            num_return_sequences=s.k,
+        )
         with torch.no_grad():
             sequences = self.model.generate(
-                input_ids=input_ids.to(device),
-                attention_mask=attention.to(device),
-                generation_config=self.generation_config,
-                do_sample=True,
-                temperature=s.temperature,
-                top_p=s.top_p,
-                top_k=0,
-                max_new_tokens=s.max_new_tokens,
-                num_return_sequences=s.k,
-                eos_token_id=self.eos,
-                pad_token_id=self.pad,
+                input_ids=input_ids.to(device), attention_mask=attention.to(device), generation_config=config
             )
         rows = sequences[:, width:].tolist()
         groups = []
