@@ -1,0 +1,228 @@
+"""Sampling k completions per prompt, with transformers ``generate`` or vLLM, seeded so that sharding the prompts
+over processes does not change any sample.
+
+Seeds: with transformers, prompts are generated in batches of ``batch_size`` whose boundaries are global (batch b
+holds prompts ``[b * batch_size, (b + 1) * batch_size)`` of the whole dataset) and each batch is seeded from
+``(seed, index of its first prompt)``; a process's shard is a run of whole batches (:func:`shard_bounds`). So each
+batch sees the same prompts, padding and seed in a 1-process and an N-process run. With vLLM each prompt has its own
+``SamplingParams.seed`` derived from ``(seed, prompt index)``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+
+VLLM_INSTALL_HINT = "pip install 'sec_trl[vllm]'"
+
+
+@dataclass
+class Completion:
+    """One sampled completion: its text (special tokens removed), its length in tokens (EOS included) and whether
+    it was cut at ``max_new_tokens``."""
+
+    text: str
+    num_tokens: int
+    truncated: bool
+
+
+@dataclass
+class SamplingSettings:
+    """How completions are sampled (the CLI's --k, --temperature, --top_p, --max_new_tokens, --batch_size, --seed)."""
+
+    k: int = 4
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_new_tokens: int = 512
+    batch_size: int = 8
+    seed: int = 0
+
+    def __post_init__(self):
+        for name in ("k", "max_new_tokens", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not self.temperature > 0:
+            raise ValueError(f"temperature must be > 0 (sampling), got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+
+
+def derive_seed(seed: int, index: int, bits: int = 31) -> int:
+    """A seed for the item at global ``index`` of a run seeded with ``seed`` (stable across machines/processes)."""
+    digest = hashlib.sha256(f"sec_trl-evaluate-{seed}-{index}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") % (2**bits)
+
+
+def shard_bounds(num_prompts: int, batch_size: int, num_processes: int, process_index: int) -> tuple[int, int]:
+    """``[start, end)`` of the prompts process ``process_index`` samples: a contiguous run of whole global batches,
+    as even as possible over processes (a process may get none when there are fewer batches than processes).
+
+    Examples:
+        >>> [shard_bounds(10, 4, 2, p) for p in range(2)]
+        [(0, 4), (4, 10)]
+        >>> [shard_bounds(3, 1, 2, p) for p in range(2)]
+        [(0, 1), (1, 3)]
+    """
+    num_batches = -(-num_prompts // batch_size)
+    first = process_index * num_batches // num_processes
+    last = (process_index + 1) * num_batches // num_processes
+    return min(first * batch_size, num_prompts), min(last * batch_size, num_prompts)
+
+
+def prompt_token_ids(tokenizer, prompt: Any) -> list[int]:
+    """The prompt's token ids as the model sees them: chat messages through the chat template (with the generation
+    prompt), a string as is (no special tokens added, as TRL does for its standard format)."""
+    if isinstance(prompt, str):
+        return list(tokenizer(prompt, add_special_tokens=False)["input_ids"])
+    if not getattr(tokenizer, "chat_template", None):
+        raise ValueError(
+            "The prompts are chat messages but the model's tokenizer has no chat template. Use an instruct/chat "
+            "model, or plain-string prompts with --wrap_string_prompts false."
+        )
+    messages = [{key: v for key, v in m.items() if v is not None} for m in prompt]
+    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+class TransformersSampler:
+    """``model.generate`` with left padding and ``num_return_sequences=k``, one seeded batch at a time."""
+
+    def __init__(self, model, tokenizer):
+        from transformers import GenerationConfig
+
+        self.model, self.tokenizer = model, tokenizer
+        eos: list[int] = []
+        for candidate in (model.generation_config.eos_token_id, tokenizer.eos_token_id):
+            for token in candidate if isinstance(candidate, (list, tuple)) else [candidate]:
+                if token is not None and int(token) not in eos:
+                    eos.append(int(token))
+        if not eos:
+            raise ValueError("The model has no EOS token (neither its generation config nor its tokenizer names one).")
+        self.eos = eos
+        pad = tokenizer.pad_token_id
+        self.pad = int(pad) if pad is not None else eos[0]
+        # Only --temperature / --top_p shape the distribution: a clean generation config, so the checkpoint's
+        # generation_config.json (top_k, repetition_penalty, ...) cannot add processors.
+        self._config_class = GenerationConfig
+        self._bos = model.generation_config.bos_token_id
+
+    def sample(
+        self,
+        prompts: Sequence[Any],
+        first_index: int,
+        settings: SamplingSettings,
+        progress: Callable[[int], None] | None = None,
+    ) -> list[list[Completion]]:
+        """k completions for each of ``prompts`` (global indices from ``first_index``, a batch boundary)."""
+        out: list[list[Completion]] = []
+        size = settings.batch_size
+        for lo in range(0, len(prompts), size):
+            out.extend(self._batch(prompts[lo : lo + size], first_index + lo, settings))
+            if progress is not None:
+                progress(len(prompts[lo : lo + size]))
+        return out
+
+    def _batch(self, prompts: Sequence[Any], first_index: int, s: SamplingSettings) -> list[list[Completion]]:
+        import torch
+
+        ids = [prompt_token_ids(self.tokenizer, p) for p in prompts]
+        width = max(len(x) for x in ids)
+        input_ids = torch.full((len(ids), width), self.pad, dtype=torch.long)
+        attention = torch.zeros((len(ids), width), dtype=torch.long)
+        for row, x in enumerate(ids):
+            input_ids[row, width - len(x) :] = torch.tensor(x, dtype=torch.long)
+            attention[row, width - len(x) :] = 1
+        device = next(self.model.parameters()).device
+        torch.manual_seed(derive_seed(s.seed, first_index))
+        config = self._config_class(
+            bos_token_id=self._bos,
+            eos_token_id=self.eos,
+            pad_token_id=self.pad,
+            do_sample=True,
+            temperature=s.temperature,
+            top_p=s.top_p,
+            top_k=0,
+            max_new_tokens=s.max_new_tokens,
+            num_return_sequences=s.k,
+        )
+        with torch.no_grad():
+            sequences = self.model.generate(
+                input_ids=input_ids.to(device), attention_mask=attention.to(device), generation_config=config
+            )
+        rows = sequences[:, width:].tolist()
+        groups = []
+        for i in range(len(prompts)):
+            group = []
+            for tokens in rows[i * s.k : (i + 1) * s.k]:
+                end = next((j + 1 for j, t in enumerate(tokens) if t in self.eos), None)
+                truncated = end is None
+                end = len(tokens) if end is None else end
+                text = self.tokenizer.decode(tokens[:end], skip_special_tokens=True)
+                group.append(Completion(text, end, truncated))
+            groups.append(group)
+        return groups
+
+
+def require_vllm() -> None:
+    """Raise ``ImportError`` naming the install extra when vLLM is not importable."""
+    if importlib.util.find_spec("vllm") is None:
+        raise ImportError(
+            f"--use_vllm true needs vLLM, which is not installed. Install it on a CUDA machine with "
+            f"`{VLLM_INSTALL_HINT}` (or `pip install vllm`), or drop --use_vllm to sample with transformers."
+        )
+
+
+class VLLMSampler:
+    """``vllm.LLM(model=...).generate`` on prompt token ids with ``SamplingParams(n=k, temperature, top_p,
+    max_tokens, seed)``; one seed per prompt, derived from ``(seed, prompt index)``. A completion is truncated when
+    vLLM's ``finish_reason`` is ``"length"``."""
+
+    chunk_size = 256
+    """Prompts per ``generate`` call (vLLM batches them itself; chunks only pace the progress bar)."""
+
+    def __init__(self, model_path: str, tokenizer, seed: int = 0, **llm_kwargs):
+        require_vllm()
+        from vllm import LLM
+
+        self.tokenizer = tokenizer
+        self.llm = LLM(model=model_path, tokenizer=model_path, seed=seed, **llm_kwargs)
+
+    def sample(
+        self,
+        prompts: Sequence[Any],
+        first_index: int,
+        settings: SamplingSettings,
+        progress: Callable[[int], None] | None = None,
+    ) -> list[list[Completion]]:
+        """k completions for each of ``prompts`` (global indices from ``first_index``)."""
+        out: list[list[Completion]] = []
+        for lo in range(0, len(prompts), self.chunk_size):
+            chunk = prompts[lo : lo + self.chunk_size]
+            out.extend(self._chunk(chunk, first_index + lo, settings))
+            if progress is not None:
+                progress(len(chunk))
+        return out
+
+    def _chunk(self, prompts: Sequence[Any], first_index: int, s: SamplingSettings) -> list[list[Completion]]:
+        from vllm import SamplingParams
+
+        ids = [prompt_token_ids(self.tokenizer, p) for p in prompts]
+        params = [
+            SamplingParams(
+                n=s.k,
+                temperature=s.temperature,
+                top_p=s.top_p,
+                max_tokens=s.max_new_tokens,
+                seed=derive_seed(s.seed, first_index + i),
+            )
+            for i in range(len(ids))
+        ]
+        results = self.llm.generate([{"prompt_token_ids": x} for x in ids], params, use_tqdm=False)
+        return [
+            [Completion(o.text, len(o.token_ids), o.finish_reason == "length") for o in result.outputs]
+            for result in results
+        ]
