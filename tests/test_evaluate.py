@@ -262,21 +262,25 @@ def test_shards_are_contiguous_whole_batches_covering_every_prompt(num_prompts, 
     assert max(sizes) - min(sizes) <= batch_size  # balanced to within one batch
 
 
-def test_vllm_refuses_several_processes_before_loading_anything(monkeypatch):
-    """vLLM manages its GPUs itself: under `accelerate launch --num_processes N` the CLI says to launch one process."""
+def test_vllm_runs_one_engine_per_process_under_accelerate_launch(monkeypatch):
+    """Under `accelerate launch --num_processes N`, each process gets its own engine in the launcher's group (as TRL's
+    colocate mode); one process gets a plain engine. (A stand-in module name only: nothing of vLLM is called.)"""
     import importlib.machinery
     import types
 
-    from sec_trl.evaluation.cli import EvalArguments, check_backend
+    from sec_trl.evaluation.cli import EvalArguments, check_backend, vllm_engine_kwargs
 
     stand_in = types.ModuleType("vllm")  # importable name only; nothing of it is called
     stand_in.__spec__ = importlib.machinery.ModuleSpec("vllm", loader=None)
     monkeypatch.setitem(sys.modules, "vllm", stand_in)
-    two_processes = types.SimpleNamespace(num_processes=2)
-    with pytest.raises(ValueError, match="runs in one process"):
-        check_backend(EvalArguments(use_vllm=True), two_processes)
-    check_backend(EvalArguments(use_vllm=True), types.SimpleNamespace(num_processes=1))
-    check_backend(EvalArguments(use_vllm=False), two_processes)
+    check_backend(EvalArguments(use_vllm=True), types.SimpleNamespace(num_processes=2))
+    args = EvalArguments(use_vllm=True, vllm_gpu_memory_utilization=0.5)
+    assert vllm_engine_kwargs(args, 1) == {"gpu_memory_utilization": 0.5}
+    assert vllm_engine_kwargs(args, 2) == {
+        "gpu_memory_utilization": 0.5,
+        "distributed_executor_backend": "external_launcher",
+        "tensor_parallel_size": 1,
+    }
 
 
 def test_seeds_are_per_index_and_stable():

@@ -66,7 +66,8 @@ class EvalArguments:
     num_prompts: int | None = field(default=None, metadata={"help": "Evaluate only the first N prompts of each set."})
     answer_timeout: float = field(default=5.0, metadata={"help": "Seconds allowed to check one answer (then wrong)."})
     use_vllm: bool = field(
-        default=False, metadata={"help": "Sample with vLLM (pip install 'sec_trl[vllm]'; a CUDA GPU; one process)."}
+        default=False,
+        metadata={"help": "Sample with vLLM (pip install 'sec_trl[vllm]'; CUDA GPUs; one engine per process)."},
     )
     vllm_gpu_memory_utilization: float = field(default=0.9, metadata={"help": "With --use_vllm: GPU memory share."})
     use_cpu: bool = field(default=False, metadata={"help": "Run on the CPU even if an accelerator is present."})
@@ -138,17 +139,22 @@ def _eval_set(ds, answer_column: str, k: int, source: dict) -> dict:
 
 
 def check_backend(eval_args: EvalArguments, state) -> None:
-    """vLLM importable when asked for, and a single process (vLLM manages its GPUs itself)."""
+    """vLLM importable when asked for (before anything is loaded)."""
     if not eval_args.use_vllm:
         return
     from .sampling import require_vllm
 
     require_vllm()
-    if state.num_processes > 1:
-        raise ValueError(
-            "--use_vllm true runs in one process (vLLM manages the GPU itself); launch without accelerate's "
-            "--num_processes, or drop --use_vllm to evaluate data-parallel with transformers."
-        )
+
+
+def vllm_engine_kwargs(eval_args: EvalArguments, num_processes: int) -> dict:
+    """`vllm.LLM` arguments. Under `accelerate launch`, one engine per process on its own GPU, in the launcher's
+    process group (`external_launcher`, tensor-parallel size 1), as TRL's colocate mode: data-parallel
+    evaluation, each process sampling its shard with per-batch seeds, so the samples do not depend on the count."""
+    kwargs = {"gpu_memory_utilization": eval_args.vllm_gpu_memory_utilization}
+    if num_processes > 1:
+        kwargs.update(distributed_executor_backend="external_launcher", tensor_parallel_size=1)
+    return kwargs
 
 
 def run(eval_args: EvalArguments, data_args, model_args) -> dict:
@@ -181,7 +187,7 @@ def run(eval_args: EvalArguments, data_args, model_args) -> dict:
         device=state.device,
         use_vllm=eval_args.use_vllm,
         seed=eval_args.seed,
-        vllm_kwargs={"gpu_memory_utilization": eval_args.vllm_gpu_memory_utilization},
+        vllm_kwargs=vllm_engine_kwargs(eval_args, state.num_processes),
         trust_remote_code=model_args.trust_remote_code,
         revision=None if model_args.model_revision == "main" else model_args.model_revision,
     )
