@@ -287,17 +287,17 @@ def test_changes_invalidate_the_cache(change, tiny_model_dir, tmp_path, referenc
 def test_older_cache_format_is_invalidated_and_the_log_says_why(tiny_model_dir, tmp_path, reference_run, caplog):
     out = tmp_path / "out"
     shutil.copytree(reference_run[0], out)
-    # what a cache written before the length-normalised estimator looks like: format 1, its own hash
+    # what a cache written before the string-prompt tokenization change looks like: format 2, its own hash
     stored_path = out / "shards" / "fingerprint.json"
     stored = json.loads(stored_path.read_text())
-    assert stored["fingerprint"]["format"] == rank.RANKING_FORMAT_VERSION == 2
-    stored["fingerprint"]["format"], stored["hash"] = 1, "0" * 64
+    assert stored["fingerprint"]["format"] == rank.RANKING_FORMAT_VERSION == 3
+    stored["fingerprint"]["format"], stored["hash"] = 2, "0" * 64
     stored_path.write_text(json.dumps(stored))
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="sec_trl.ranking"):
         rank_dataset(_dataset(), tiny_model_dir, out, show_progress=False, **FAST)
-    assert "has cache format 1; this version writes format 2" in caplog.text
-    assert "length-normalises" in caplog.text and "changed: format" in caplog.text
+    assert "has cache format 2; this version writes format 3" in caplog.text
+    assert "without added special tokens" in caplog.text and "changed: format" in caplog.text
     assert read_ranking_meta(out)["counts"]["num_prompts_generated"] == NUM_PROMPTS
     assert len(list((out / "shards.previous").glob("shard-*.json"))) == 3
 

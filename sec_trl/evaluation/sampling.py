@@ -10,11 +10,15 @@ batch sees the same prompts, padding and seed in a 1-process and an N-process ru
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from sec_trl.generation import eos_token_ids, prompt_token_ids, stream_seed, vllm_sampling_params
+
+
+EVALUATION_STREAM = 2  # the ranking uses streams 0 (shards) and 1 (prompts)
 
 
 VLLM_INSTALL_HINT = "pip install 'sec_trl[vllm]'"
@@ -53,8 +57,7 @@ class SamplingSettings:
 
 def derive_seed(seed: int, index: int, bits: int = 31) -> int:
     """A seed for the item at global ``index`` of a run seeded with ``seed`` (stable across machines/processes)."""
-    digest = hashlib.sha256(f"sec_trl-evaluate-{seed}-{index}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") % (2**bits)
+    return stream_seed(seed, EVALUATION_STREAM, index, bits)
 
 
 def shard_bounds(num_prompts: int, batch_size: int, num_processes: int, process_index: int) -> tuple[int, int]:
@@ -73,21 +76,6 @@ def shard_bounds(num_prompts: int, batch_size: int, num_processes: int, process_
     return min(first * batch_size, num_prompts), min(last * batch_size, num_prompts)
 
 
-def prompt_token_ids(tokenizer, prompt: Any) -> list[int]:
-    """The prompt's token ids as the model sees them: chat messages through the chat template (with the generation
-    prompt), a string as is (no special tokens added, as TRL does for its standard format)."""
-    if isinstance(prompt, str):
-        return list(tokenizer(prompt, add_special_tokens=False)["input_ids"])
-    if not getattr(tokenizer, "chat_template", None):
-        raise ValueError(
-            "The prompts are chat messages but the model's tokenizer has no chat template. Use an instruct/chat "
-            "model, or plain-string prompts with --wrap_string_prompts false."
-        )
-    messages = [{key: v for key, v in m.items() if v is not None} for m in prompt]
-    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
-
-
 class TransformersSampler:
     """``model.generate`` with left padding and ``num_return_sequences=k``, one seeded batch at a time."""
 
@@ -95,14 +83,7 @@ class TransformersSampler:
         from transformers import GenerationConfig
 
         self.model, self.tokenizer = model, tokenizer
-        eos: list[int] = []
-        for candidate in (model.generation_config.eos_token_id, tokenizer.eos_token_id):
-            for token in candidate if isinstance(candidate, (list, tuple)) else [candidate]:
-                if token is not None and int(token) not in eos:
-                    eos.append(int(token))
-        if not eos:
-            raise ValueError("The model has no EOS token (neither its generation config nor its tokenizer names one).")
-        self.eos = eos
+        eos = self.eos = eos_token_ids(model.generation_config, tokenizer)
         pad = tokenizer.pad_token_id
         self.pad = int(pad) if pad is not None else eos[0]
         # Only --temperature / --top_p shape the distribution: a clean generation config, so the checkpoint's
@@ -208,19 +189,9 @@ class VLLMSampler:
         return out
 
     def _chunk(self, prompts: Sequence[Any], first_index: int, s: SamplingSettings) -> list[list[Completion]]:
-        from vllm import SamplingParams
-
         ids = [prompt_token_ids(self.tokenizer, p) for p in prompts]
-        params = [
-            SamplingParams(
-                n=s.k,
-                temperature=s.temperature,
-                top_p=s.top_p,
-                max_tokens=s.max_new_tokens,
-                seed=derive_seed(s.seed, first_index + i),
-            )
-            for i in range(len(ids))
-        ]
+        seeds = [derive_seed(s.seed, first_index + i) for i in range(len(ids))]
+        params = vllm_sampling_params(s.k, s.temperature, s.top_p, s.max_new_tokens, seeds)
         results = self.llm.generate([{"prompt_token_ids": x} for x in ids], params, use_tqdm=False)
         return [
             [Completion(o.text, len(o.token_ids), o.finish_reason == "length") for o in result.outputs]

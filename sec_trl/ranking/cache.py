@@ -38,7 +38,7 @@ __all__ = [
     "write_json_atomic",
 ]
 
-RANKING_FORMAT_VERSION = 2
+RANKING_FORMAT_VERSION = 3
 """Bump when sampling/scoring changes in a way that makes old cached shards wrong, and say why in
 :data:`FORMAT_CHANGES` (the log quotes it when it invalidates an older cache)."""
 
@@ -46,6 +46,8 @@ FORMAT_CHANGES = {
     2: "the weighted estimator now length-normalises the log-likelihoods (mean token log-probability, Farquhar "
     "et al. 2024), shards record each sample's token count, and the sampling seeds come from "
     "numpy.random.SeedSequence instead of sha256, so every sample is drawn anew",
+    3: "plain-string prompts are tokenized without added special tokens, as TRL's trainer and sec_trl.evaluate "
+    "tokenize them, so the ranking samples from exactly the prompts training sees",
 }
 """Why each cache format version invalidated the one before it."""
 

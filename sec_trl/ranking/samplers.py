@@ -12,9 +12,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 from transformers import LogitsProcessor
 
+from sec_trl.generation import eos_token_ids, prompt_token_ids, stream_seed, vllm_sampling_params
 from sec_trl.ranking.params import RankingParams
 
 
@@ -34,20 +34,14 @@ __all__ = [
 _SHARD_STREAM, _PROMPT_STREAM = 0, 1
 
 
-def _seed(seed: int, stream: int, index: int, bits: int) -> int:
-    # SeedSequence mixes (seed, stream, index) into well-spread independent state words (as curriculum.py does).
-    word = np.random.SeedSequence([seed, stream, index]).generate_state(1, dtype=np.uint64)[0]
-    return int(word) & ((1 << bits) - 1)
-
-
 def shard_seed(seed: int, shard: int) -> int:
     """The seed of ``torch.manual_seed`` at the start of shard ``shard`` (63 bits, from ``SeedSequence``)."""
-    return _seed(seed, _SHARD_STREAM, shard, 63)
+    return stream_seed(seed, _SHARD_STREAM, shard, 63)
 
 
 def prompt_seed(seed: int, index: int) -> int:
     """The vLLM ``SamplingParams.seed`` of the prompt in row ``index`` (31 bits, from ``SeedSequence``)."""
-    return _seed(seed, _PROMPT_STREAM, index, 31)
+    return stream_seed(seed, _PROMPT_STREAM, index, 31)
 
 
 @dataclass
@@ -59,22 +53,6 @@ class Sample:
     num_tokens: int
     truncated: bool
     token_ids: list[int] | None = None  # the completion's tokens, EOS included (transformers backend only)
-
-
-def prompt_token_ids(tokenizer, prompt) -> list[int]:
-    """The token ids the model is prompted with: a string as the tokenizer encodes it (special tokens added), chat
-    messages through the tokenizer's chat template with the generation prompt."""
-    if isinstance(prompt, str):
-        return list(tokenizer(prompt, add_special_tokens=True)["input_ids"])
-    if not getattr(tokenizer, "chat_template", None):
-        raise ValueError(
-            "The prompts are chat messages but the model's tokenizer has no chat template. Use an instruct/chat "
-            "model, or keep plain-string prompts as text with --wrap_string_prompts false (PromptFormat("
-            "wrap_string_prompts=False) in Python)."
-        )
-    messages = [{k: v for k, v in m.items() if v is not None} for m in prompt]
-    text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
 def load_tokenizer(path: str, trust_remote_code: bool):
@@ -141,14 +119,7 @@ class TransformersSampler:
             model_path, dtype=dtype, trust_remote_code=params.trust_remote_code
         )
         self.model = model.to(device).eval()
-        eos: list[int] = []
-        for candidate in (model.generation_config.eos_token_id, self.tokenizer.eos_token_id):
-            for token in candidate if isinstance(candidate, (list, tuple)) else [candidate]:
-                if token is not None and token not in eos:
-                    eos.append(int(token))
-        if not eos:
-            raise ValueError("The model has no EOS token (neither its generation config nor its tokenizer names one).")
-        self.eos = eos
+        eos = self.eos = eos_token_ids(model.generation_config, self.tokenizer)
         if self.tokenizer.pad_token_id is None:  # the batch is padded by the tokenizer; EOS pads where none is set
             self.tokenizer.pad_token = self.tokenizer.convert_ids_to_tokens(eos[0])
         self.pad = int(self.tokenizer.pad_token_id)
@@ -283,21 +254,10 @@ class VLLMSampler:
     def sample(self, prompts: Sequence[Any]) -> list[list[Sample]]:
         """``num_samples`` samples for each prompt; ``num_tokens`` is ``len(output.token_ids)``, the tokens
         ``cumulative_logprob`` sums over."""
-        from vllm import SamplingParams
-
         p = self.params
         ids = [prompt_token_ids(self.tokenizer, prompt) for prompt in prompts]
-        sampling = [
-            SamplingParams(
-                n=p.num_samples,
-                temperature=p.temperature,
-                top_p=p.top_p,
-                max_tokens=p.max_new_tokens,
-                seed=prompt_seed(p.seed, self._next_index + i),
-                logprobs=0,
-            )
-            for i in range(len(ids))
-        ]
+        seeds = [prompt_seed(p.seed, self._next_index + i) for i in range(len(ids))]
+        sampling = vllm_sampling_params(p.num_samples, p.temperature, p.top_p, p.max_new_tokens, seeds, logprobs=0)
         self._next_index += len(ids)
         start = time.perf_counter()
         results = self.llm.generate([{"prompt_token_ids": x} for x in ids], sampling, use_tqdm=False)

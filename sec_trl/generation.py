@@ -1,0 +1,57 @@
+"""Generation helpers shared by the ranking and the evaluation samplers (transformers and vLLM), so that a model is
+ranked and evaluated on exactly the token ids training feeds it."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+
+def stream_seed(seed: int, stream: int, index: int, bits: int = 31) -> int:
+    """A ``bits``-bit seed for item ``index`` of random stream ``stream`` of a run seeded with ``seed``: independent
+    across (seed, stream, index) and stable across machines and processes (``numpy.random.SeedSequence``)."""
+    import numpy as np
+
+    word = np.random.SeedSequence([int(seed), int(stream), int(index)]).generate_state(1, dtype=np.uint64)[0]
+    return int(word) & ((1 << bits) - 1)
+
+
+def prompt_token_ids(tokenizer, prompt: Any) -> list[int]:
+    """The prompt's token ids as TRL's GRPO trainer feeds them: chat messages through the chat template with the
+    generation prompt; a plain string as is, without added special tokens (TRL tokenizes its standard format with
+    ``add_special_tokens=False``)."""
+    if isinstance(prompt, str):
+        return list(tokenizer(prompt, add_special_tokens=False)["input_ids"])
+    if not getattr(tokenizer, "chat_template", None):
+        raise ValueError(
+            "The prompts are chat messages but the model's tokenizer has no chat template. Use an instruct/chat "
+            "model, or keep plain-string prompts as text with --wrap_string_prompts false (PromptFormat("
+            "wrap_string_prompts=False) in Python)."
+        )
+    messages = [{key: value for key, value in m.items() if value is not None} for m in prompt]
+    text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def eos_token_ids(generation_config, tokenizer) -> list[int]:
+    """Every end-of-sequence id the model's generation config or its tokenizer names (ValueError if none)."""
+    eos: list[int] = []
+    for candidate in (generation_config.eos_token_id, tokenizer.eos_token_id):
+        for token in candidate if isinstance(candidate, (list, tuple)) else [candidate]:
+            if token is not None and int(token) not in eos:
+                eos.append(int(token))
+    if not eos:
+        raise ValueError("The model has no EOS token (neither its generation config nor its tokenizer names one).")
+    return eos
+
+
+def vllm_sampling_params(
+    n: int, temperature: float, top_p: float, max_tokens: int, seeds: Sequence[int], **extra: Any
+) -> list:
+    """One ``vllm.SamplingParams`` per prompt, each with its own seed (so batching cannot change the samples)."""
+    from vllm import SamplingParams
+
+    return [
+        SamplingParams(n=n, temperature=temperature, top_p=top_p, max_tokens=max_tokens, seed=seed, **extra)
+        for seed in seeds
+    ]
