@@ -45,6 +45,26 @@ def eos_token_ids(generation_config, tokenizer) -> list[int]:
     return eos
 
 
+def sampling_config(
+    *, bos: int | None, eos: list[int], pad: int, temperature: float, top_p: float, max_new_tokens: int, n: int
+):
+    """A clean ``GenerationConfig`` that samples with exactly ``temperature`` and ``top_p`` (``top_k`` off): a
+    checkpoint's own ``generation_config.json`` (top_k, repetition_penalty, ...) cannot add processors."""
+    from transformers import GenerationConfig
+
+    return GenerationConfig(
+        bos_token_id=bos,
+        eos_token_id=eos,
+        pad_token_id=pad,
+        do_sample=True,
+        temperature=temperature,
+        top_p=top_p,
+        top_k=0,
+        max_new_tokens=max_new_tokens,
+        num_return_sequences=n,
+    )
+
+
 def vllm_sampling_params(
     n: int, temperature: float, top_p: float, max_tokens: int, seeds: Sequence[int], **extra: Any
 ) -> list:

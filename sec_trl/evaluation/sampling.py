@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sec_trl.generation import eos_token_ids, prompt_token_ids, stream_seed, vllm_sampling_params
+from sec_trl.generation import eos_token_ids, prompt_token_ids, sampling_config, stream_seed, vllm_sampling_params
 
 
 EVALUATION_STREAM = 2  # the ranking uses streams 0 (shards) and 1 (prompts)
@@ -76,20 +76,11 @@ def shard_bounds(num_prompts: int, batch_size: int, num_processes: int, process_
     return min(first * batch_size, num_prompts), min(last * batch_size, num_prompts)
 
 
-class TransformersSampler:
-    """``model.generate`` with left padding and ``num_return_sequences=k``, one seeded batch at a time."""
+class _ChunkedSampler:
+    """Samples ``prompts`` chunk by chunk (``_chunk``), reporting progress after each chunk."""
 
-    def __init__(self, model, tokenizer):
-        from transformers import GenerationConfig
-
-        self.model, self.tokenizer = model, tokenizer
-        eos = self.eos = eos_token_ids(model.generation_config, tokenizer)
-        pad = tokenizer.pad_token_id
-        self.pad = int(pad) if pad is not None else eos[0]
-        # Only --temperature / --top_p shape the distribution: a clean generation config, so the checkpoint's
-        # generation_config.json (top_k, repetition_penalty, ...) cannot add processors.
-        self._config_class = GenerationConfig
-        self._bos = model.generation_config.bos_token_id
+    def chunk_size(self, settings: SamplingSettings) -> int:
+        raise NotImplementedError
 
     def sample(
         self,
@@ -100,35 +91,47 @@ class TransformersSampler:
     ) -> list[list[Completion]]:
         """k completions for each of ``prompts`` (global indices from ``first_index``, a batch boundary)."""
         out: list[list[Completion]] = []
-        size = settings.batch_size
+        size = self.chunk_size(settings)
         for lo in range(0, len(prompts), size):
-            out.extend(self._batch(prompts[lo : lo + size], first_index + lo, settings))
+            chunk = prompts[lo : lo + size]
+            out.extend(self._chunk(chunk, first_index + lo, settings))
             if progress is not None:
-                progress(len(prompts[lo : lo + size]))
+                progress(len(chunk))
         return out
 
-    def _batch(self, prompts: Sequence[Any], first_index: int, s: SamplingSettings) -> list[list[Completion]]:
+
+class TransformersSampler(_ChunkedSampler):
+    """``model.generate`` with left padding and ``num_return_sequences=k``, one seeded batch at a time."""
+
+    def __init__(self, model, tokenizer):
+        self.model, self.tokenizer = model, tokenizer
+        eos = self.eos = eos_token_ids(model.generation_config, tokenizer)
+        pad = tokenizer.pad_token_id
+        self.pad = int(pad) if pad is not None else eos[0]
+        self._bos = model.generation_config.bos_token_id
+
+    def chunk_size(self, settings: SamplingSettings) -> int:
+        return settings.batch_size  # one seeded generate call per batch
+
+    def _chunk(self, prompts: Sequence[Any], first_index: int, s: SamplingSettings) -> list[list[Completion]]:
         import torch
 
         ids = [prompt_token_ids(self.tokenizer, p) for p in prompts]
-        width = max(len(x) for x in ids)
-        input_ids = torch.full((len(ids), width), self.pad, dtype=torch.long)
-        attention = torch.zeros((len(ids), width), dtype=torch.long)
-        for row, x in enumerate(ids):
-            input_ids[row, width - len(x) :] = torch.tensor(x, dtype=torch.long)
-            attention[row, width - len(x) :] = 1
+        # the tokenizer pads on the left (decoder-only generation continues the right end of every row)
+        if self.tokenizer.pad_token_id is None:  # EOS pads where the tokenizer names no pad token
+            self.tokenizer.pad_token_id = self.pad
+        batch = self.tokenizer.pad({"input_ids": ids}, padding_side="left", return_tensors="pt")
+        input_ids, attention, width = batch["input_ids"], batch["attention_mask"], batch["input_ids"].shape[1]
         device = next(self.model.parameters()).device
         torch.manual_seed(derive_seed(s.seed, first_index))
-        config = self._config_class(
-            bos_token_id=self._bos,
-            eos_token_id=self.eos,
-            pad_token_id=self.pad,
-            do_sample=True,
+        config = sampling_config(
+            bos=self._bos,
+            eos=self.eos,
+            pad=self.pad,
             temperature=s.temperature,
             top_p=s.top_p,
-            top_k=0,
             max_new_tokens=s.max_new_tokens,
-            num_return_sequences=s.k,
+            n=s.k,
         )
         with torch.no_grad():
             sequences = self.model.generate(
@@ -157,12 +160,12 @@ def require_vllm() -> None:
         )
 
 
-class VLLMSampler:
+class VLLMSampler(_ChunkedSampler):
     """``vllm.LLM(model=...).generate`` on prompt token ids with ``SamplingParams(n=k, temperature, top_p,
     max_tokens, seed)``; one seed per prompt, derived from ``(seed, prompt index)``. A completion is truncated when
     vLLM's ``finish_reason`` is ``"length"``."""
 
-    chunk_size = 256
+    vllm_chunk_size = 256
     """Prompts per ``generate`` call (vLLM batches them itself; chunks only pace the progress bar)."""
 
     def __init__(self, model_path: str, tokenizer, seed: int = 0, **llm_kwargs):
@@ -172,21 +175,8 @@ class VLLMSampler:
         self.tokenizer = tokenizer
         self.llm = LLM(model=model_path, tokenizer=model_path, seed=seed, **llm_kwargs)
 
-    def sample(
-        self,
-        prompts: Sequence[Any],
-        first_index: int,
-        settings: SamplingSettings,
-        progress: Callable[[int], None] | None = None,
-    ) -> list[list[Completion]]:
-        """k completions for each of ``prompts`` (global indices from ``first_index``)."""
-        out: list[list[Completion]] = []
-        for lo in range(0, len(prompts), self.chunk_size):
-            chunk = prompts[lo : lo + self.chunk_size]
-            out.extend(self._chunk(chunk, first_index + lo, settings))
-            if progress is not None:
-                progress(len(chunk))
-        return out
+    def chunk_size(self, settings: SamplingSettings) -> int:
+        return self.vllm_chunk_size
 
     def _chunk(self, prompts: Sequence[Any], first_index: int, s: SamplingSettings) -> list[list[Completion]]:
         ids = [prompt_token_ids(self.tokenizer, p) for p in prompts]

@@ -14,7 +14,13 @@ from typing import Any
 
 from transformers import LogitsProcessor
 
-from sec_trl.generation import eos_token_ids, prompt_token_ids, stream_seed, vllm_sampling_params
+from sec_trl.generation import (
+    eos_token_ids,
+    prompt_token_ids,
+    sampling_config,
+    stream_seed,
+    vllm_sampling_params,
+)
 from sec_trl.ranking.params import RankingParams
 
 
@@ -106,7 +112,7 @@ class TransformersSampler:
 
     def __init__(self, model_path: str, params: RankingParams, device) -> None:
         import torch
-        from transformers import AutoModelForCausalLM, GenerationConfig
+        from transformers import AutoModelForCausalLM
 
         self.params = params
         self.device = device
@@ -123,11 +129,6 @@ class TransformersSampler:
         if self.tokenizer.pad_token_id is None:  # the batch is padded by the tokenizer; EOS pads where none is set
             self.tokenizer.pad_token = self.tokenizer.convert_ids_to_tokens(eos[0])
         self.pad = int(self.tokenizer.pad_token_id)
-        # Only --temperature / --top_p shape the sampling distribution: start from a clean generation config so
-        # the checkpoint's generation_config.json (top_k, repetition_penalty, ...) cannot add processors.
-        self.model.generation_config = GenerationConfig(
-            bos_token_id=model.generation_config.bos_token_id, eos_token_id=eos, pad_token_id=self.pad
-        )
         self.generation_seconds = 0.0
 
     def close(self) -> None:
@@ -163,14 +164,15 @@ class TransformersSampler:
             sequences = self.model.generate(
                 input_ids=input_ids.to(self.device),
                 attention_mask=attention_mask.to(self.device),
-                do_sample=True,
-                temperature=p.temperature,
-                top_p=p.top_p,
-                top_k=0,
-                max_new_tokens=p.max_new_tokens,
-                num_return_sequences=p.num_samples,
-                eos_token_id=self.eos,
-                pad_token_id=self.pad,
+                generation_config=sampling_config(
+                    bos=self.model.generation_config.bos_token_id,
+                    eos=self.eos,
+                    pad=self.pad,
+                    temperature=p.temperature,
+                    top_p=p.top_p,
+                    max_new_tokens=p.max_new_tokens,
+                    n=p.num_samples,
+                ),
                 logits_processor=LogitsProcessorList([recorder]),
             )
             generated = sequences[:, input_ids.shape[1] :]
