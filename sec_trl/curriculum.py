@@ -321,6 +321,11 @@ class CurriculumSampler(Sampler[int]):
         self.order, self.stages = compute_stages(self.semantic_entropy, num_stages, self.batch_size, epochs_per_stage)
         self.epochs_per_stage = [st.epochs for st in self.stages]
 
+        self._check_stage_sizes()
+        self._build_schedule()
+
+    def _check_stage_sizes(self) -> None:
+        """Every stage holds a generation batch (else ValueError); warn about dropped prompts and tied cuts."""
         too_small = [st for st in self.stages if st.size < self.batch_size]
         if too_small:
             sizes = ", ".join(f"stage {st.stage}: {st.size}" for st in too_small)
@@ -354,7 +359,9 @@ class CurriculumSampler(Sampler[int]):
                 detail,
             )
 
-        # Precompute the chunk schedule: one row of distinct prompt indices per generation batch.
+    def _build_schedule(self) -> None:
+        """Precompute the chunk schedule: one row of distinct prompt indices per generation batch, with its stage,
+        epoch and SE range."""
         blocks, stage_of, epoch_of, stage_epoch_of = [], [], [], []
         global_epoch = 0
         for st in self.stages:
