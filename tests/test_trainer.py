@@ -4,47 +4,22 @@ import warnings
 
 import pytest
 import torch
-from datasets import Dataset
+from helpers.trainer import length_reward, make_config, tiny_dataset
 from transformers import TrainerCallback
 from trl import GRPOTrainer
 
-from sec_trl import SETGRPOConfig, SETGRPOTrainer, sent_per_token_loss
-
-
-def _config(tmp_path, **overrides):
-    kwargs = dict(
-        output_dir=str(tmp_path / "out"),
-        report_to="none",
-        use_cpu=True,
-        bf16=False,
-        per_device_train_batch_size=4,
-        num_generations=4,
-        max_completion_length=8,
-        logging_steps=1,
-        save_strategy="no",
-        seed=0,
-    )
-    kwargs.update(overrides)
-    return SETGRPOConfig(**kwargs)
-
-
-def _length_reward(completions, **kwargs):
-    """Varies across a group, so advantages are non-zero (a random tiny model never answers arithmetic)."""
-    return [float(len(c[0]["content"] if isinstance(c, list) else c)) for c in completions]
-
-
-def _tiny_dataset(n=8):
-    return Dataset.from_dict({"prompt": [[{"role": "user", "content": f"What is {i} + {i}?"}] for i in range(n)]})
+from sec_trl import SETGRPOTrainer, sent_per_token_loss
 
 
 def _trainer(tiny_model_dir, tmp_path, **overrides):
+    """Like helpers.trainer.make_trainer, but the model stays in the mode it was loaded in (eval)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         trainer = SETGRPOTrainer(
             model=tiny_model_dir,
-            reward_funcs=_length_reward,
-            args=_config(tmp_path, **overrides),
-            train_dataset=_tiny_dataset(),
+            reward_funcs=length_reward,
+            args=make_config(tmp_path, **overrides),
+            train_dataset=tiny_dataset(),
         )
     trainer.current_gradient_accumulation_steps = 1  # set by Trainer's training loop; the loss reads it
     return trainer
@@ -152,7 +127,7 @@ def test_baselines_run_and_log(tiny_model_dir, tmp_path, regularizer):
 
 def test_training_smoke_sent_active(tiny_model_dir, tmp_path):
     """A few real GRPO steps on the CPU: parameters change and the SENT metrics are logged with the KL term active."""
-    args = _config(
+    args = make_config(
         tmp_path,
         max_steps=4,
         learning_rate=1e-2,
@@ -165,7 +140,7 @@ def test_training_smoke_sent_active(tiny_model_dir, tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)  # the inert warning must NOT fire here
         trainer = SETGRPOTrainer(
-            model=tiny_model_dir, reward_funcs=_length_reward, args=args, train_dataset=_tiny_dataset()
+            model=tiny_model_dir, reward_funcs=length_reward, args=args, train_dataset=tiny_dataset()
         )
     before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
     trainer.train()
@@ -184,9 +159,9 @@ def test_inert_configuration_warns(tiny_model_dir, tmp_path):
     with pytest.warns(UserWarning, match="inert") as record:
         SETGRPOTrainer(
             model=tiny_model_dir,
-            reward_funcs=_length_reward,
-            args=_config(tmp_path, gradient_accumulation_steps=2, steps_per_generation=2),
-            train_dataset=_tiny_dataset(),
+            reward_funcs=length_reward,
+            args=make_config(tmp_path, gradient_accumulation_steps=2, steps_per_generation=2),
+            train_dataset=tiny_dataset(),
         )
     assert sum("inert" in str(w.message) for w in record) == 1
     message = str(next(w.message for w in record if "inert" in str(w.message)))
@@ -201,19 +176,21 @@ def test_inert_suggestions_activate_the_term(tmp_path, gas, spg_divisor, iterati
     spg = max(1, gas // spg_divisor)
     if gas % (spg * iterations) != 0:
         pytest.skip("already active")
-    args = _config(tmp_path, gradient_accumulation_steps=gas, steps_per_generation=spg, num_iterations=iterations)
+    args = make_config(tmp_path, gradient_accumulation_steps=gas, steps_per_generation=spg, num_iterations=iterations)
     assert args.kl_term_is_inert
     for field, value in args.kl_term_activating_settings().items():
         settings = dict(gradient_accumulation_steps=gas, steps_per_generation=spg, num_iterations=iterations)
         settings[field] = value
-        assert not _config(tmp_path, **settings).kl_term_is_inert, (field, value)
+        assert not make_config(tmp_path, **settings).kl_term_is_inert, (field, value)
 
 
 def test_inert_suggestion_is_not_num_iterations_2_when_that_stays_inert(tmp_path):
     # gas=4, spg=2: num_iterations 2 gives 4 % (2 * 2) == 0, still inert; the suggestion must be 3
-    args = _config(tmp_path, gradient_accumulation_steps=4, steps_per_generation=2)
+    args = make_config(tmp_path, gradient_accumulation_steps=4, steps_per_generation=2)
     assert args.kl_term_activating_settings() == {"steps_per_generation": 6, "num_iterations": 3}
-    assert _config(tmp_path, gradient_accumulation_steps=4, steps_per_generation=2, num_iterations=2).kl_term_is_inert
+    assert make_config(
+        tmp_path, gradient_accumulation_steps=4, steps_per_generation=2, num_iterations=2
+    ).kl_term_is_inert
 
 
 @pytest.mark.parametrize("regularizer", ["sent", "kl_cov"])
@@ -245,10 +222,10 @@ def test_no_optimizer_step_since_rollout_gives_an_exactly_zero_kl_term(tiny_mode
 def test_training_records_the_rollout_step(tiny_model_dir, tmp_path):
     """gas=1, spg=2: the first step of each rollout batch is on-policy (logged |log ratio| exactly 0), the second
     is not; the trainer learns this from the step at which the batch was generated."""
-    args = _config(tmp_path, max_steps=4, learning_rate=1e-2, steps_per_generation=2, cov_ratio=0.2, temperature=1.0)
-    trainer = SETGRPOTrainer(
-        model=tiny_model_dir, reward_funcs=_length_reward, args=args, train_dataset=_tiny_dataset()
+    args = make_config(
+        tmp_path, max_steps=4, learning_rate=1e-2, steps_per_generation=2, cov_ratio=0.2, temperature=1.0
     )
+    trainer = SETGRPOTrainer(model=tiny_model_dir, reward_funcs=length_reward, args=args, train_dataset=tiny_dataset())
     trainer.train()
     assert trainer._rollout_global_step == 2  # the second rollout batch was generated before optimizer step 3
     logs = [entry for entry in trainer.state.log_history if "sent/high_cov_abs_log_ratio" in entry]
@@ -269,9 +246,9 @@ def test_clip_cov_is_not_warned_as_inert(tiny_model_dir, tmp_path):
         warnings.simplefilter("always")
         SETGRPOTrainer(
             model=tiny_model_dir,
-            reward_funcs=_length_reward,
-            args=_config(tmp_path, token_regularizer="clip_cov"),
-            train_dataset=_tiny_dataset(),
+            reward_funcs=length_reward,
+            args=make_config(tmp_path, token_regularizer="clip_cov"),
+            train_dataset=tiny_dataset(),
         )
     assert not any("inert" in str(w.message) for w in record)
 
@@ -315,30 +292,30 @@ def test_clip_cov_is_not_warned_as_inert(tiny_model_dir, tmp_path):
 )
 def test_bad_config_is_rejected_at_construction(tmp_path, overrides, match):
     with pytest.raises(ValueError, match=match):
-        _config(tmp_path, **overrides)
+        make_config(tmp_path, **overrides)
 
 
 def test_every_float_field_is_checked_for_finiteness(tmp_path):
     """Not only ours: every float setting (e.g. TRL's beta, the learning rate) rejects inf and NaN by name."""
     import dataclasses
 
-    defaults = _config(tmp_path)
+    defaults = make_config(tmp_path)
     float_fields = [f.name for f in dataclasses.fields(defaults) if isinstance(getattr(defaults, f.name), float)]
     assert {"kl_cov_coef", "low_entropy_kl_coef", "beta", "learning_rate", "epsilon"} <= set(float_fields)
     for name in float_fields:
         with pytest.raises(ValueError, match=rf"{name}=(inf|nan) is not a finite number"):
-            _config(tmp_path, **{name: float("inf")})
+            make_config(tmp_path, **{name: float("inf")})
 
 
 def test_top_entropy_quantile_is_allowed_with_clip_cov(tmp_path):
-    assert _config(tmp_path, token_regularizer="clip_cov", top_entropy_quantile=0.2).top_entropy_quantile == 0.2
+    assert make_config(tmp_path, token_regularizer="clip_cov", top_entropy_quantile=0.2).top_entropy_quantile == 0.2
 
 
 @pytest.mark.parametrize("regularizer", ["sent", "kl_cov"])
 @pytest.mark.parametrize("overrides", [{"epsilon": 0.3}, {"epsilon_high": 0.28}])
 def test_clip_range_with_an_unclipped_loss_warns(tmp_path, regularizer, overrides):
     with pytest.warns(UserWarning, match=r"has no effect: token_regularizer=.* does not clip"):
-        _config(tmp_path, token_regularizer=regularizer, **overrides)
+        make_config(tmp_path, token_regularizer=regularizer, **overrides)
 
 
 @pytest.mark.parametrize("regularizer", ["sent", "clip_cov"])
@@ -346,7 +323,7 @@ def test_no_clip_range_warning_by_default_or_with_clip_cov(tmp_path, regularizer
     overrides = {} if regularizer == "sent" else {"epsilon": 0.3, "epsilon_high": 0.28}
     with warnings.catch_warnings(record=True) as record:
         warnings.simplefilter("always")
-        _config(tmp_path, token_regularizer=regularizer, **overrides)
+        make_config(tmp_path, token_regularizer=regularizer, **overrides)
     assert not any("does not clip" in str(w.message) for w in record)
 
 
@@ -355,20 +332,20 @@ def test_grpo_config_is_rejected(tiny_model_dir, tmp_path):
 
     args = GRPOConfig(output_dir=str(tmp_path), use_cpu=True, bf16=False, report_to="none")
     with pytest.raises(TypeError, match="SETGRPOConfig"):
-        SETGRPOTrainer(model=tiny_model_dir, reward_funcs=_length_reward, args=args, train_dataset=_tiny_dataset())
+        SETGRPOTrainer(model=tiny_model_dir, reward_funcs=length_reward, args=args, train_dataset=tiny_dataset())
 
 
 def test_curriculum_feeds_low_then_high_semantic_entropy(tiny_model_dir, tmp_path):
     """A real run: the generated batches follow the stages, and curriculum and online-SE metrics are logged."""
     se = [0.7, 0.1, 0.5, 0.3, 0.0, 0.6, 0.2, 0.4]  # stage 0 = the four lowest (0.0-0.3), stage 1 = the rest
-    dataset = _tiny_dataset(8).add_column("semantic_entropy", se)
+    dataset = tiny_dataset(8).add_column("semantic_entropy", se)
     seen = []
 
     def recording_reward(completions, semantic_entropy, **kwargs):
         seen.append(sorted(set(semantic_entropy)))
-        return _length_reward(completions)
+        return length_reward(completions)
 
-    args = _config(
+    args = make_config(
         tmp_path,
         curriculum=True,
         max_steps=8,
@@ -390,13 +367,13 @@ def test_curriculum_feeds_low_then_high_semantic_entropy(tiny_model_dir, tmp_pat
 
 
 def test_curriculum_rejects_a_dataset_without_semantic_entropy_before_loading(tmp_path):
-    args = _config(tmp_path, curriculum=True)
+    args = make_config(tmp_path, curriculum=True)
     with pytest.raises(ValueError, match="semantic_entropy.*sec_trl.rank"):
         SETGRPOTrainer(
             model=str(tmp_path / "no-such-model"),
-            reward_funcs=_length_reward,
+            reward_funcs=length_reward,
             args=args,
-            train_dataset=_tiny_dataset(),
+            train_dataset=tiny_dataset(),
         )
 
 
@@ -404,7 +381,7 @@ def test_curriculum_rejects_a_dataset_without_semantic_entropy_before_loading(tm
 def _restart_run(tiny_model_dir, out, resume=None, **overrides):
     """2 stages x 2 rollout batches x 2 optimizer steps (gas 1, spg 2): stage 1 starts at optimizer step 4."""
     se = [0.7, 0.1, 0.5, 0.3, 0.0, 0.6, 0.2, 0.4]
-    dataset = _tiny_dataset(8).add_column("semantic_entropy", se)
+    dataset = tiny_dataset(8).add_column("semantic_entropy", se)
     settings = dict(
         curriculum=True,
         curriculum_stage_restart=True,
@@ -417,7 +394,7 @@ def _restart_run(tiny_model_dir, out, resume=None, **overrides):
         save_strategy="steps",
         save_steps=2,
     )
-    args = _config(out, **{**settings, **overrides})
+    args = make_config(out, **{**settings, **overrides})
     snapshots = {}
 
     class Snapshot(TrainerCallback):
@@ -427,7 +404,7 @@ def _restart_run(tiny_model_dir, out, resume=None, **overrides):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         trainer = SETGRPOTrainer(
-            model=tiny_model_dir, reward_funcs=_length_reward, args=args, train_dataset=dataset, callbacks=[Snapshot()]
+            model=tiny_model_dir, reward_funcs=length_reward, args=args, train_dataset=dataset, callbacks=[Snapshot()]
         )
         trainer.train(resume_from_checkpoint=resume)
     return trainer, snapshots
