@@ -23,6 +23,7 @@ from .semantic_entropy import cluster_answers, discrete_semantic_entropy
 logger = get_logger(__name__)
 
 REF_MODEL_CHECKPOINT_NAME = "sec_trl_ref_model.pt"
+"""Written into each checkpoint once a curriculum stage restart has replaced the reference model (beta > 0)."""
 
 
 class CurriculumTrainerMixin:
@@ -63,20 +64,29 @@ class CurriculumTrainerMixin:
                 "adapter disabled and cannot become the current policy. Set beta=0, or train without PEFT."
             )
 
+    @property
+    def _generate_every(self) -> int:
+        """Micro-batches fed by one rollout batch (one chunk of the curriculum sampler)."""
+        return self.args.steps_per_generation * self.num_iterations
+
+    def _micro_step(self) -> int:
+        """Micro-batches since the start of the run (`self._step` restarts at 0 on resume; `global_step` does not)."""
+        gas = self.args.gradient_accumulation_steps
+        return self.state.global_step * gas + self._step % gas
+
+    def _chunk_info(self, micro_step: int) -> dict:
+        """The curriculum sampler's schedule entry of the rollout batch that feeds micro-batch `micro_step`."""
+        sampler = self._curriculum_sampler
+        return sampler.chunk_info((micro_step // self._generate_every) % sampler.num_chunks)
+
     def _stage_of_step(self, step: int) -> int:
         """Curriculum stage of the rollout batch that optimizer step `step` (0-based) starts with."""
-        sampler = self._curriculum_sampler
-        generate_every = self.args.steps_per_generation * self.num_iterations
-        chunk = (step * self.args.gradient_accumulation_steps) // generate_every
-        return sampler.chunk_info(chunk % sampler.num_chunks)["stage"]
+        return self._chunk_info(step * self.args.gradient_accumulation_steps)["stage"]
 
     def _stage_start_steps(self, num_training_steps: int) -> list[int]:
         """Optimizer steps at which a stage starts: 0, then every step whose stage differs from the previous one."""
-        starts = [0]
-        for step in range(1, num_training_steps):
-            if self._stage_of_step(step) != self._stage_of_step(step - 1):
-                starts.append(step)
-        return starts
+        stages = [self._stage_of_step(step) for step in range(num_training_steps)]
+        return [0] + [step for step in range(1, num_training_steps) if stages[step] != stages[step - 1]]
 
     def _maybe_restart_stage(self):
         """At the first rollout batch of a new stage: fresh optimizer state and, with beta > 0, reference := policy.
@@ -86,12 +96,10 @@ class CurriculumTrainerMixin:
         reference model is loaded from the checkpoint); one resumed from before the boundary restarts once. A
         rollout regenerated in the middle of a batch's span (TRL does so after a resume) is not a boundary.
         """
-        generate_every = self.args.steps_per_generation * self.num_iterations
-        gas = self.args.gradient_accumulation_steps
-        micro_step = self.state.global_step * gas + self._step % gas
-        if micro_step == 0 or micro_step % generate_every != 0:
+        micro_step = self._micro_step()
+        if micro_step == 0 or micro_step % self._generate_every != 0:
             return
-        step = micro_step // gas
+        step = micro_step // self.args.gradient_accumulation_steps
         if self._stage_of_step(step) == self._stage_of_step(step - 1):
             return
         if self.optimizer is not None:
@@ -168,12 +176,7 @@ class CurriculumTrainerMixin:
 
     def _log_curriculum_position(self, inputs):
         """Stage and progress from the sampler's schedule; the batch's SE range from the data itself."""
-        sampler = self._curriculum_sampler
-        gas = self.args.gradient_accumulation_steps
-        # micro-steps since the start of the run (self._step restarts at 0 on resume; global_step does not)
-        micro_step = self.state.global_step * gas + self._step % gas
-        chunk = (micro_step // (self.num_iterations * self.args.steps_per_generation)) % sampler.num_chunks
-        info = sampler.chunk_info(chunk)
+        info = self._chunk_info(self._micro_step())
         se = torch.tensor([float(x[self.args.curriculum_se_column]) for x in inputs], device=self.accelerator.device)
         # one collective for both ends of the range: (-min, max) per process, reduced by max
         extremes = self.accelerator.gather(torch.stack([-se.min(), se.max()]).reshape(1, 2)).amax(dim=0).tolist()

@@ -28,7 +28,6 @@ INERT_WARNING = (
     "run: --steps_per_generation {spg_fix} or --num_iterations {it_fix} (each alone makes "
     "gradient_accumulation_steps not a multiple of steps_per_generation * num_iterations)."
 )
-# Written into each checkpoint once a curriculum stage restart has replaced the reference model (beta > 0).
 
 
 class SETGRPOTrainer(CurriculumTrainerMixin, GRPOTrainer):
