@@ -174,12 +174,10 @@ def load_eval_dataset(script_args: SENTScriptArguments, training_args):
 
 def resolve_model(model_args) -> tuple[str, str]:
     """(what to load, what to show in logs): the embedded model resolves to its local cache, shown by name."""
-    from sec_trl.embedded import EMBEDDED_MODEL_NAME, embedded_model_path, is_embedded_model
-    from sec_trl.script_args import display_name
+    from sec_trl.embedded import resolve_model_path
+    from sec_trl.script_args import model_display_name
 
-    if model_args.model_name_or_path is None or is_embedded_model(model_args.model_name_or_path):
-        return embedded_model_path(), EMBEDDED_MODEL_NAME
-    return model_args.model_name_or_path, display_name(model_args.model_name_or_path)
+    return resolve_model_path(model_args.model_name_or_path), model_display_name(model_args.model_name_or_path)
 
 
 def rank_for_curriculum(train_dataset, model_path: str, script_args: SENTScriptArguments, training_args):

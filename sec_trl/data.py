@@ -143,15 +143,10 @@ def load_prompt_dataset(
         ds,
         prompt_column,
         answer_column,
-        source=_shown_source(name_or_path),
+        source=str(name_or_path),  # as the user typed it: a relative path stays relative
         prompt_format=prompt_format,
         rename_answer=rename_answer,
     )
-
-
-def _shown_source(name_or_path: str) -> str:
-    """What error messages call a dataset: the path as the user typed it (relative stays relative)."""
-    return str(name_or_path)
 
 
 def _looks_like_path(name: str) -> bool:

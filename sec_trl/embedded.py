@@ -73,6 +73,12 @@ def is_embedded_model(name_or_path: str | None) -> bool:
     return str(name_or_path).strip().lower() in EMBEDDED_MODEL_ALIASES
 
 
+def resolve_model_path(name_or_path: str | None) -> str:
+    """What to load: the embedded model's local copy (built on first use) for None / ``"embedded"``, else the
+    directory or Hub id as given. train.py, the ranking and the evaluation all resolve models through this."""
+    return embedded_model_path() if is_embedded_model(name_or_path) else str(name_or_path)
+
+
 def default_cache_dir() -> Path:
     """The directory the dequantised model is cached in when no ``cache_dir`` is given."""
     root = os.environ.get("SEC_TRL_CACHE")

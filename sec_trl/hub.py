@@ -32,7 +32,7 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from .model_card import REPO_ID_PLACEHOLDER
+from .model_card import REPO_ID_PLACEHOLDER, secrets_of
 
 
 logger = logging.getLogger(__name__)
@@ -65,11 +65,6 @@ def local_roots(extra: Iterable[str | os.PathLike | None] = ()) -> list[str]:
     roots += [str(x) for x in extra if x]
     cleaned = {os.path.abspath(os.path.expanduser(r)).rstrip("/") for r in roots}
     return sorted((r for r in cleaned if len(r) > 1), key=len, reverse=True)
-
-
-def _secrets(args: Any = None) -> list[str]:
-    values = [getattr(args, "hub_token", None), os.environ.get("HF_TOKEN"), os.environ.get("HUGGING_FACE_HUB_TOKEN")]
-    return [v for v in values if isinstance(v, str) and len(v) >= 8]
 
 
 def _is_local_path(value: str, roots: Sequence[str]) -> bool:
@@ -160,7 +155,7 @@ def stage_for_upload(
                 os.link(path, target)  # no copy of multi-GB weights
             except OSError:
                 shutil.copyfile(path, target)
-    leaks = find_leaks(staging, roots, _secrets(args))
+    leaks = find_leaks(staging, roots, secrets_of(args))
     if leaks:
         raise ValueError(f"Refusing to upload: {len(leaks)} file(s) would publish local data: {leaks[:5]}")
     return staging

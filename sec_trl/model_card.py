@@ -121,13 +121,17 @@ def _looks_secret(value: Any) -> bool:
     )
 
 
-def _secrets_of(args: Any) -> list[str]:
-    """Values that must never appear in a card: `hub_token`, every `*token*` field that looks secret, `HF_TOKEN`."""
+def secrets_of(args: Any) -> list[str]:
+    """Values that must never be published (in a card or an upload): `hub_token`, every `*token*` field of `args`
+    that looks secret, and the `HF_TOKEN` / `HUGGING_FACE_HUB_TOKEN` environment variables. `args` may be None."""
     secrets = []
     hub_token = getattr(args, "hub_token", None)
     if isinstance(hub_token, str) and hub_token.strip():
         secrets.append(hub_token)
-    names = [f.name for f in dataclasses.fields(args)] if dataclasses.is_dataclass(args) else list(vars(args))
+    if args is None:
+        names = []
+    else:
+        names = [f.name for f in dataclasses.fields(args)] if dataclasses.is_dataclass(args) else list(vars(args))
     for name in names:
         if "token" in name.lower():
             value = getattr(args, name, None)
@@ -348,7 +352,7 @@ def render_model_card(
 
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    secrets = _secrets_of(args)
+    secrets = secrets_of(args)
     base = _describe_source(base_model, missing="not recorded")
     data = _describe_source(dataset_name, missing="not recorded")
     repo_id = hub_model_id or getattr(args, "hub_model_id", None)
@@ -396,17 +400,16 @@ def _write_clean_card(text: str, out: Path, args: Any, secrets: list[str], sourc
 
 
 def card_model_name(name_or_path: str | None) -> str | None:
-    """How a model appears in the card: the embedded copy by its name, a Hub id as is, a local path by its base
-    name (never the path)."""
-    from .embedded import EMBEDDED_MODEL_NAME, default_cache_dir, is_embedded_model
-    from .script_args import display_name
+    """How a model appears in the card: the embedded copy (by alias or by its cache path) by its name, a Hub id as
+    is, a local path by its base name (never the path)."""
+    from .embedded import EMBEDDED_MODEL_NAME, default_cache_dir
+    from .script_args import model_display_name
 
     if name_or_path is None:
         return None
-    text = str(name_or_path)
-    if is_embedded_model(text) or os.path.realpath(text) == os.path.realpath(default_cache_dir()):
+    if os.path.realpath(str(name_or_path)) == os.path.realpath(default_cache_dir()):
         return EMBEDDED_MODEL_NAME
-    return display_name(text)
+    return model_display_name(str(name_or_path))
 
 
 def tracker_links() -> list[tuple[str, str]]:

@@ -150,3 +150,11 @@ def display_name(name_or_path: str) -> str:
     if os.path.exists(text) or text.startswith(("/", "./", "../", "~")) or os.path.isabs(text):
         return Path(text.rstrip("/\\")).name or text
     return text
+
+
+def model_display_name(name_or_path: str | None) -> str:
+    """A model's name in logs, metadata and cards: the embedded model by its name, a Hub id as is, a local path by its
+    base name only."""
+    from .embedded import EMBEDDED_MODEL_NAME, is_embedded_model
+
+    return EMBEDDED_MODEL_NAME if is_embedded_model(name_or_path) else display_name(name_or_path)

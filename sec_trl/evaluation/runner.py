@@ -7,6 +7,8 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from sec_trl.embedded import resolve_model_path
+
 from .metrics import summarise
 from .sampling import SamplingSettings, TransformersSampler, VLLMSampler, shard_bounds
 
@@ -39,13 +41,6 @@ def load_model(model_or_path, tokenizer=None, dtype=None, *, device=None, trust_
     if isinstance(tokenizer, str):
         tokenizer = AutoTokenizer.from_pretrained(tokenizer, trust_remote_code=trust_remote_code)
     return model, tokenizer
-
-
-def resolve_model_path(name_or_path: str | None) -> str:
-    """A model directory or Hub id; None or ``"embedded"`` resolve to the embedded model's local copy."""
-    from sec_trl.embedded import embedded_model_path, is_embedded_model
-
-    return embedded_model_path() if name_or_path is None or is_embedded_model(name_or_path) else name_or_path
 
 
 def _progress_bar(total: int, desc: str, state, enabled: bool):

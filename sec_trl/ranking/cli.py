@@ -17,22 +17,20 @@ __all__ = ["main"]
 
 
 def _load_cli_dataset(args: RankScriptArguments):
-    """The dataset to rank, as stored (``rank_dataset`` validates and formats it with the shared prompt format),
-    and the name of its answer column (None: rank a dataset without reference answers)."""
-    from sec_trl.data import ANSWER_COLUMN, load_raw_dataset, make_arithmetic_splits
+    """The dataset to rank, its prompt column, and its answer column (None: rank a dataset without reference
+    answers). With answers it is loaded exactly as train.py loads it (``DatasetArguments.load``: validated and
+    formatted); ``rank_dataset`` formats it again with the same ``PromptFormat``, which changes nothing."""
+    from sec_trl.data import load_raw_dataset
 
     answer_column = None if args.dataset_answer_column.lower() in ("", "none") else args.dataset_answer_column
-    if args.dataset_name is None:
-        dataset = make_arithmetic_splits(
-            args.arithmetic_num_train, args.arithmetic_num_test, seed=args.arithmetic_seed
-        )["train"]
-        if answer_column is not None and answer_column != ANSWER_COLUMN:
-            dataset = dataset.rename_column(ANSWER_COLUMN, answer_column)
-    else:
+    if answer_column is None and args.dataset_name is not None:
         dataset = load_raw_dataset(args.dataset_name, split=args.dataset_train_split, config=args.dataset_config)
+        prompt_column = args.dataset_prompt_column
+    else:
+        dataset, prompt_column = args.load("train"), "prompt"
     if args.num_prompts is not None:
         dataset = dataset.select(range(min(args.num_prompts, len(dataset))))
-    return dataset, answer_column
+    return dataset, prompt_column, answer_column
 
 
 def make_parser():
@@ -52,13 +50,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     if not args.output_dir:
         parser.error("--output_dir is required")
-    dataset, answer_column = _load_cli_dataset(args)
+    dataset, prompt_column, answer_column = _load_cli_dataset(args)
     try:
         rank_dataset(
             dataset,
             args.model_name_or_path,
             args.output_dir,
-            prompt_column=args.dataset_prompt_column if args.dataset_name is not None else "prompt",
+            prompt_column=prompt_column,
             answer_column=answer_column,
             params=params,
             prompt_format=args.prompt_format(),

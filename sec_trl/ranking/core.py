@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from sec_trl.data import PromptFormat
+from sec_trl.embedded import resolve_model_path
 from sec_trl.ranking import samplers
 from sec_trl.ranking.cache import (
     build_fingerprint,
@@ -35,6 +36,7 @@ from sec_trl.ranking.params import (
 )
 from sec_trl.ranking.report import ranking_meta, summarize_se, write_histogram
 from sec_trl.ranking.scoring import score_prompt
+from sec_trl.script_args import model_display_name
 
 
 logger = logging.getLogger(__name__)
@@ -213,7 +215,7 @@ def _start_run(
         samplers.require_vllm()
     state = process_state()
     view = _validated_view(dataset, prompt_column, answer_column, prompt_format)
-    model_path = _resolve_model(model_name_or_path) if state.is_main_process else None
+    model_path = resolve_model_path(model_name_or_path) if state.is_main_process else None
     if state.num_processes > 1:
         from accelerate.utils import broadcast_object_list
 
@@ -227,7 +229,7 @@ def _start_run(
         state=state,
         output_dir=Path(output_dir).expanduser().absolute(),
         view=view,
-        shown_model=_display_model_name(model_name_or_path),
+        shown_model=model_display_name(model_name_or_path),
         model_path=model_path,
         fingerprint=fingerprint,
         fingerprint_hash=hash_json(fingerprint),
@@ -421,22 +423,6 @@ def _merge_and_write(run: _Run, dataset, columns, process_stats: list[dict], wal
 # ----------------------------------------------------------------------------------------------------------------
 # Inputs
 # ----------------------------------------------------------------------------------------------------------------
-
-
-def _display_model_name(name_or_path: str | None) -> str:
-    """What logs and meta show for a model: never a local path (as train.py)."""
-    from sec_trl.embedded import EMBEDDED_MODEL_NAME, is_embedded_model
-
-    if is_embedded_model(name_or_path):
-        return EMBEDDED_MODEL_NAME
-    return Path(name_or_path).name if os.path.exists(name_or_path) else str(name_or_path)
-
-
-def _resolve_model(name_or_path: str | None) -> str:
-    """The directory or Hub name to load: the embedded model's local directory (built on first use) for None."""
-    from sec_trl.embedded import embedded_model_path, is_embedded_model
-
-    return embedded_model_path() if is_embedded_model(name_or_path) else str(name_or_path)
 
 
 def _validated_view(dataset, prompt_column: str, answer_column: str | None, prompt_format: PromptFormat | None):
