@@ -26,6 +26,22 @@ REF_MODEL_CHECKPOINT_NAME = "sec_trl_ref_model.pt"
 """Written into each checkpoint once a curriculum stage restart has replaced the reference model (beta > 0)."""
 
 
+def curriculum_sampler_settings(args) -> dict:
+    """The :class:`CurriculumSampler` arguments of a run: TRL's `RepeatSampler` layout (each prompt `num_generations`
+    times in a row, `generation_batch_size // num_generations` prompts per rollout batch, each batch reused
+    `num_iterations * steps_per_generation` times) plus the `curriculum_*` fields. The trainer and train.py's
+    preflight check build their samplers from it."""
+    return {
+        "mini_repeat_count": args.num_generations,
+        "batch_size": args.generation_batch_size // args.num_generations,
+        "repeat_count": args.num_iterations * args.steps_per_generation,
+        "num_stages": args.curriculum_stages,
+        "epochs_per_stage": args.curriculum_epochs_per_stage,
+        "shuffle_within_stage": args.curriculum_shuffle_within_stage,
+        "seed": args.seed,
+    }
+
+
 class CurriculumTrainerMixin:
     """Semantic-entropy curriculum for a `GRPOTrainer` subclass (see the module docstring)."""
 
@@ -34,15 +50,7 @@ class CurriculumTrainerMixin:
             return super()._get_train_sampler(dataset)
         dataset = self.train_dataset if dataset is None else dataset
         self._curriculum_sampler = CurriculumSampler.from_dataset(
-            dataset,
-            self.args.curriculum_se_column,
-            mini_repeat_count=self.num_generations,
-            batch_size=self.args.generation_batch_size // self.num_generations,
-            repeat_count=self.num_iterations * self.args.steps_per_generation,
-            num_stages=self.args.curriculum_stages,
-            epochs_per_stage=self.args.curriculum_epochs_per_stage,
-            shuffle_within_stage=self.args.curriculum_shuffle_within_stage,
-            seed=self.args.seed,
+            dataset, self.args.curriculum_se_column, **curriculum_sampler_settings(self.args)
         )
         if self.accelerator.is_main_process:
             logger.info("Semantic-entropy curriculum:\n%s", self._curriculum_sampler.summary())

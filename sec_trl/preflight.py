@@ -139,18 +139,11 @@ def check_reward_callable(func: Any, shown: str) -> None:
 def _dummy_sampler(num_prompts: int, args):
     """The curriculum sampler the trainer will build, on placeholder entropies (stage sizes depend only on counts)."""
     from .curriculum import CurriculumSampler
+    from .curriculum_trainer import curriculum_sampler_settings
 
-    num_generations = args.num_generations
+    # distinct placeholder values, so that no tie warning is logged
     return CurriculumSampler(
-        range(num_prompts),
-        [float(i) for i in range(num_prompts)],  # distinct, so no tie warning; stage sizes depend on counts only
-        mini_repeat_count=num_generations,
-        batch_size=args.generation_batch_size // num_generations,
-        repeat_count=args.num_iterations * args.steps_per_generation,
-        num_stages=args.curriculum_stages,
-        epochs_per_stage=args.curriculum_epochs_per_stage,
-        shuffle_within_stage=False,
-        seed=max(int(args.seed), 0),
+        range(num_prompts), [float(i) for i in range(num_prompts)], **curriculum_sampler_settings(args)
     )
 
 
