@@ -7,6 +7,20 @@ from collections.abc import Sequence
 from typing import Any
 
 
+def process_state(use_cpu: bool = False):
+    """accelerate's process state for the ranking and the evaluation. Processes started by ``accelerate launch
+    --multi_gpu`` / ``torchrun`` join one process group; without an accelerator (or with ``use_cpu``) it is gloo on
+    the CPU, which `PartialState` only sets up when told ``cpu=True`` (``accelerate launch --cpu`` itself starts a
+    single process unless MPI is set up)."""
+    import torch
+    from accelerate import PartialState
+    from accelerate.utils import parse_flag_from_env
+
+    accelerator = getattr(torch, "accelerator", None)
+    has_accelerator = torch.cuda.is_available() or (accelerator is not None and accelerator.is_available())
+    return PartialState(cpu=use_cpu or parse_flag_from_env("ACCELERATE_USE_CPU") or not has_accelerator)
+
+
 def stream_seed(seed: int, stream: int, index: int, bits: int = 31) -> int:
     """A ``bits``-bit seed for item ``index`` of random stream ``stream`` of a run seeded with ``seed``: independent
     across (seed, stream, index) and stable across machines and processes (``numpy.random.SeedSequence``)."""

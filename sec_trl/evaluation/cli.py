@@ -91,18 +91,6 @@ def make_parser():
     )
 
 
-def make_state(use_cpu: bool = False):
-    """accelerate's process state. Processes started by ``accelerate launch`` / ``torchrun`` join one process group;
-    without an accelerator (or with --use_cpu) that group is gloo on the CPU."""
-    import torch
-    from accelerate import PartialState
-    from accelerate.utils import parse_flag_from_env
-
-    accelerator = getattr(torch, "accelerator", None)
-    has_accelerator = torch.cuda.is_available() or (accelerator is not None and accelerator.is_available())
-    return PartialState(cpu=use_cpu or parse_flag_from_env("ACCELERATE_USE_CPU") or not has_accelerator)
-
-
 def load_eval_sets(eval_args: EvalArguments, data_args) -> dict[str, dict]:
     """``{name: {"prompts", "references", "k", "source"}}`` for every set to evaluate, loaded and validated (before
     any model is loaded, so a bad flag fails in seconds)."""
@@ -159,13 +147,14 @@ def vllm_engine_kwargs(eval_args: EvalArguments, num_processes: int) -> dict:
 
 def run(eval_args: EvalArguments, data_args, model_args) -> dict:
     """Evaluate as the CLI does; every process returns the report, the main process prints and writes it."""
+    from sec_trl.generation import process_state
     from sec_trl.script_args import display_name
 
     from .metrics import mean_over_benchmarks
     from .runner import build_sampler, evaluate_with_sampler
     from .sampling import SamplingSettings
 
-    state = make_state(eval_args.use_cpu)
+    state = process_state(eval_args.use_cpu)
     logging.basicConfig(
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         level=logging.INFO if state.is_main_process else logging.WARNING,

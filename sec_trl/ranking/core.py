@@ -16,6 +16,7 @@ from typing import Any
 
 from sec_trl.data import PromptFormat
 from sec_trl.embedded import resolve_model_path
+from sec_trl.generation import process_state
 from sec_trl.ranking import samplers
 from sec_trl.ranking.cache import (
     build_fingerprint,
@@ -42,19 +43,6 @@ from sec_trl.script_args import model_display_name
 logger = logging.getLogger(__name__)
 
 __all__ = ["build_ranked_dataset", "ensure_ranked", "process_state", "rank_dataset"]
-
-
-def process_state():
-    """accelerate's process state. On a machine without an accelerator, processes started by torchrun
-    (``accelerate launch --multi_gpu``/``torchrun``) join one gloo process group: PartialState only does that when
-    told ``cpu=True`` (``accelerate launch --cpu`` itself starts a single process unless MPI is set up)."""
-    import torch
-    from accelerate import PartialState
-    from accelerate.utils import parse_flag_from_env
-
-    accelerator = getattr(torch, "accelerator", None)
-    has_accelerator = torch.cuda.is_available() or (accelerator is not None and accelerator.is_available())
-    return PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU") or not has_accelerator)
 
 
 def rank_dataset(
