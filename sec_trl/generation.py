@@ -21,6 +21,16 @@ def process_state(use_cpu: bool = False):
     return PartialState(cpu=use_cpu or parse_flag_from_env("ACCELERATE_USE_CPU") or not has_accelerator)
 
 
+def resolve_dtype(dtype, device):
+    """The ``dtype`` to load a sampling model with: None / ``"auto"`` is float32 on the CPU (no bf16 kernels to rely
+    on) and the checkpoint's own dtype on an accelerator; a name (``"bfloat16"``) becomes the ``torch.dtype``."""
+    import torch
+
+    if dtype is None or dtype == "auto":
+        return torch.float32 if torch.device(device).type == "cpu" else "auto"
+    return getattr(torch, dtype) if isinstance(dtype, str) else dtype
+
+
 def stream_seed(seed: int, stream: int, index: int, bits: int = 31) -> int:
     """A ``bits``-bit seed for item ``index`` of random stream ``stream`` of a run seeded with ``seed``: independent
     across (seed, stream, index) and stable across machines and processes (``numpy.random.SeedSequence``)."""

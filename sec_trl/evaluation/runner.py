@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from sec_trl.embedded import resolve_model_path
+from sec_trl.generation import resolve_dtype
 
 from .metrics import summarise
 from .sampling import SamplingSettings, TransformersSampler, VLLMSampler, shard_bounds
@@ -26,10 +27,7 @@ def load_model(model_or_path, tokenizer=None, dtype=None, *, device=None, trust_
     if model_or_path is None or isinstance(model_or_path, str):
         path = resolve_model_path(model_or_path)
         device = torch.device(device or "cpu")
-        if dtype is None or dtype == "auto":
-            dtype = torch.float32 if device.type == "cpu" else "auto"
-        elif isinstance(dtype, str):
-            dtype = getattr(torch, dtype)
+        dtype = resolve_dtype(dtype, device)
         kwargs = {"trust_remote_code": trust_remote_code, **({"revision": revision} if revision else {})}
         model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, **kwargs).to(device)
         if tokenizer is None:

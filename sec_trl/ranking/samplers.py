@@ -17,6 +17,7 @@ from transformers import LogitsProcessor
 from sec_trl.generation import (
     eos_token_ids,
     prompt_token_ids,
+    resolve_dtype,
     sampling_config,
     stream_seed,
     vllm_sampling_params,
@@ -111,18 +112,13 @@ class TransformersSampler:
     backend = "transformers"
 
     def __init__(self, model_path: str, params: RankingParams, device) -> None:
-        import torch
         from transformers import AutoModelForCausalLM
 
         self.params = params
         self.device = device
         self.tokenizer = load_tokenizer(model_path, params.trust_remote_code)
-        if params.dtype == "auto":
-            dtype = torch.float32 if device.type == "cpu" else "auto"
-        else:
-            dtype = getattr(torch, params.dtype)
         model = AutoModelForCausalLM.from_pretrained(
-            model_path, dtype=dtype, trust_remote_code=params.trust_remote_code
+            model_path, dtype=resolve_dtype(params.dtype, device), trust_remote_code=params.trust_remote_code
         )
         self.model = model.to(device).eval()
         eos = self.eos = eos_token_ids(model.generation_config, self.tokenizer)
