@@ -33,6 +33,7 @@ from typing import Any
 from transformers import TrainerCallback
 
 from .model_card import REPO_ID_PLACEHOLDER, secrets_of
+from .script_args import shown_path
 
 
 logger = logging.getLogger(__name__)
@@ -203,7 +204,7 @@ def push_failure_message(exc: BaseException, output_dir: str, repo_id: str | Non
             works from where the user stands); an absolute path outside it is reduced to its name.
         repo_id: the target repository (`args.hub_model_id`), if known.
     """
-    shown = _shown_output_dir(output_dir)
+    shown = shown_path(output_dir)
     repo = repo_id or REPO_ID_PLACEHOLDER
     detail = (str(exc).strip().splitlines() or [""])[0][:200]
     return "\n".join(
@@ -216,16 +217,6 @@ def push_failure_message(exc: BaseException, output_dir: str, repo_id: str | Non
             "(it uploads the final model and card, without checkpoints, training_args.bin or local paths).",
         ]
     )
-
-
-def _shown_output_dir(output_dir: str) -> str:
-    """``output_dir`` relative to the current directory when it lies inside it, else its base name only."""
-    text = str(output_dir).rstrip("/\\") or str(output_dir)
-    absolute = os.path.abspath(os.path.expanduser(text))
-    cwd = os.getcwd()
-    if absolute == cwd or absolute.startswith(cwd.rstrip(os.sep) + os.sep):
-        return os.path.relpath(absolute, cwd)
-    return Path(text).name or text
 
 
 # --------------------------------------------------------------------------------------------------------------------

@@ -158,3 +158,14 @@ def model_display_name(name_or_path: str | None) -> str:
     from .embedded import EMBEDDED_MODEL_NAME, is_embedded_model
 
     return EMBEDDED_MODEL_NAME if is_embedded_model(name_or_path) else display_name(name_or_path)
+
+
+def shown_path(path: str | os.PathLike) -> str:
+    """A local path as logs and messages show it: relative to the current directory when it lies inside it (so a
+    printed command works from there), else its base name only; never an absolute path."""
+    text = str(path).rstrip("/\\") or str(path)
+    absolute = os.path.abspath(os.path.expanduser(text))
+    cwd = os.getcwd()
+    if absolute == cwd or absolute.startswith(cwd.rstrip(os.sep) + os.sep):
+        return os.path.relpath(absolute, cwd)
+    return Path(text).name or text

@@ -446,3 +446,12 @@ def test_two_processes_give_the_one_process_dataset(tiny_model_dir, tmp_path, re
     assert two == one
     for a, b in zip(two_logliks, one_logliks, strict=True):
         assert a == pytest.approx(b, rel=1e-6)
+
+
+def test_logs_never_show_the_absolute_output_path(tiny_model_dir, tmp_path, reference_run, caplog):
+    out = tmp_path / "private" / "ranked"
+    shutil.copytree(reference_run[0], out)
+    with caplog.at_level(logging.INFO, logger="sec_trl.ranking"):
+        rank_dataset(_dataset(), tiny_model_dir, out, show_progress=False, **FAST)  # served from the cache
+    assert "Output: ranked" in caplog.text
+    assert str(tmp_path) not in caplog.text

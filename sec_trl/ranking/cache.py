@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from sec_trl.ranking.params import FINGERPRINT_FILENAME, NOT_FINGERPRINTED, SHARD_DIRNAME, RankingParams
+from sec_trl.script_args import shown_path
 
 
 logger = logging.getLogger(__name__)
@@ -196,10 +197,10 @@ def prepare_cache(output_dir: Path, fingerprint: dict, fingerprint_hash: str) ->
         logger.warning(
             "The ranking cache in %s was computed with different inputs (changed: %s); moving its %d shards to %s "
             "and starting over.",
-            shard_dir,
+            shown_path(shard_dir),
             ", ".join(changed[:12]) + (" ..." if len(changed) > 12 else ""),
             len(existing),
-            previous,
+            shown_path(previous),
         )
         if previous.exists():
             shutil.rmtree(previous)
@@ -231,7 +232,7 @@ def _log_format_change(stored_fingerprint: Any, shard_dir: Path) -> None:
     reasons = [f"format {v}: {why}" for v, why in sorted(FORMAT_CHANGES.items()) if old < v <= RANKING_FORMAT_VERSION]
     logger.warning(
         "The ranking cache in %s has cache format %d; this version writes format %d, so its shards are invalid (%s).",
-        shard_dir,
+        shown_path(shard_dir),
         old,
         RANKING_FORMAT_VERSION,
         "; ".join(reasons) or "a newer format than this version knows",

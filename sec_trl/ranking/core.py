@@ -37,7 +37,7 @@ from sec_trl.ranking.params import (
 )
 from sec_trl.ranking.report import ranking_meta, summarize_se, write_histogram
 from sec_trl.ranking.scoring import score_prompt
-from sec_trl.script_args import model_display_name
+from sec_trl.script_args import model_display_name, shown_path
 
 
 logger = logging.getLogger(__name__)
@@ -239,7 +239,7 @@ def _output_lock(run: _Run) -> Iterator[None]:
         lock.acquire()
     except Timeout:
         raise RuntimeError(
-            f"Another ranking run is writing to {run.output_dir} (lock {lock.lock_file} is held); wait for it or "
+            f"Another ranking run is writing to {shown_path(run.output_dir)} (its lock file is held); wait for it or "
             "choose another --output."
         ) from None
     try:
@@ -280,7 +280,7 @@ def _generate_missing_shards(run: _Run, shard_callback, show_progress: bool, wal
         done = sum(1 for s in range(len(run.bounds)) if shard_path(run.shard_dir, s).exists())
         raise RankingIncomplete(
             f"Stopped after max_shards={run.params.max_shards} new shard(s) per process; {done}/{len(run.bounds)} "
-            f"shards are cached in {run.shard_dir}. Re-run the same command to continue."
+            f"shards are cached in {shown_path(run.shard_dir)}. Re-run the same command to continue."
         )
     return all_stats
 
@@ -367,8 +367,8 @@ def _merge_and_write(run: _Run, dataset, columns, process_stats: list[dict], wal
         data = run.cached_shard(s)
         if data is None:
             raise RuntimeError(
-                f"Shard {s} of {len(run.bounds)} is missing from {run.shard_dir} after all processes finished; a "
-                "process must have failed. Re-run to generate it."
+                f"Shard {s} of {len(run.bounds)} is missing from {shown_path(run.shard_dir)} after all processes "
+                "finished; a process must have failed. Re-run to generate it."
             )
         rows.extend(data["rows"])
     params = run.params
@@ -404,7 +404,7 @@ def _merge_and_write(run: _Run, dataset, columns, process_stats: list[dict], wal
         summary["mean"],
         summary["median"],
         round(100 * summary["fraction_zero"]),
-        run.output_dir,
+        shown_path(run.output_dir),
     )
 
 
