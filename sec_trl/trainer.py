@@ -193,6 +193,21 @@ class SETGRPOTrainer(CurriculumTrainerMixin, GRPOTrainer):
             )
         raise ValueError(f"Unknown token_regularizer: {args.token_regularizer!r}")
 
+    def _logp_advantage_covariance(self, per_token_logps, advantages, mask) -> float:
+        """Cov(log pi(y_t), A_t) over the valid tokens of the global batch (all processes), one reduce.
+
+        Under softmax policy-gradient updates the token entropy changes by about minus this covariance (Cui et al.
+        2025, arXiv 2505.22617): a positive value means confident tokens are being reinforced, i.e. entropy falls.
+        """
+        mask = mask.to(per_token_logps.dtype)
+        logps = per_token_logps.detach()
+        adv = advantages.detach().to(logps.dtype).expand_as(logps)
+        stats = torch.stack([mask.sum(), (adv * mask).sum(), (logps * mask).sum(), (adv * logps * mask).sum()])
+        n, sum_a, sum_l, sum_al = self.accelerator.reduce(stats, reduction="sum").tolist()
+        if n <= 0:
+            return float("nan")
+        return sum_al / n - (sum_a / n) * (sum_l / n)
+
     def _log_token_regularizer_metrics(self, mode, info, log_ratio, mask):
         """Fractions of valid tokens selected, mean |log ratio| on them, SENT's entropy threshold; one reduce."""
         mask = mask.bool()
@@ -211,6 +226,7 @@ class SETGRPOTrainer(CurriculumTrainerMixin, GRPOTrainer):
         for i, name in enumerate(names):
             count, ratio_sum = totals[1 + 2 * i], totals[2 + 2 * i]
             self._metrics[mode][f"{prefix}/{name}_frac"].append(count / n_valid)
+            self._metrics[mode][f"{prefix}/{name}_tokens"].append(count)  # k, summed over processes
             self._metrics[mode][f"{prefix}/{name}_abs_log_ratio"].append(ratio_sum / max(count, 1.0))
         if "entropy_threshold" in info:
             thresholds = self.accelerator.gather(info["entropy_threshold"].detach().float().reshape(1))
@@ -477,6 +493,10 @@ class SETGRPOTrainer(CurriculumTrainerMixin, GRPOTrainer):
             self._metrics[mode]["kl"].append(global_masked_mean(per_token_kl))
 
         self._metrics[mode]["entropy"].append(global_masked_mean(entropies))
+        # sec_trl: added — the covariance whose sign drives the entropy change (Cui et al. 2025), on every run
+        self._metrics[mode]["cov/logp_advantage"].append(
+            self._logp_advantage_covariance(per_token_logps, advantages, mask)
+        )
         if self.args.token_regularizer != "none":  # sec_trl: added
             self._log_token_regularizer_metrics(mode, regularizer_info, per_token_logps - regularizer_old, mask)
 

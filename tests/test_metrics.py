@@ -71,6 +71,7 @@ def test_sent_metrics(seven_model_dir, tmp_path):
     assert metrics["sent/low_entropy_abs_log_ratio"] == pytest.approx((3 * 0.3 + 3 * 0.4 + 6 * 0.05) / 12, **APPROX)
     # the 3 highest covariances are completion 0's tokens, the 3 lowest completion 1's
     assert metrics["sent/high_cov_frac"] == 3 / N_VALID
+    assert metrics["sent/high_cov_tokens"] == 3 and metrics["sent/low_cov_tokens"] == 3  # k itself
     assert metrics["sent/high_cov_abs_log_ratio"] == pytest.approx(0.3, **APPROX)
     assert metrics["sent/low_cov_frac"] == 3 / N_VALID
     assert metrics["sent/low_cov_abs_log_ratio"] == pytest.approx(0.4, **APPROX)
@@ -95,6 +96,7 @@ def test_kl_cov_metrics(seven_model_dir, tmp_path):
     metrics, _ = _run(seven_model_dir, tmp_path, token_regularizer="kl_cov", cov_ratio=0.25)
     # the 3 highest covariances over all valid tokens: completion 0's
     assert metrics["kl_cov/high_cov_frac"] == 3 / N_VALID
+    assert metrics["kl_cov/high_cov_tokens"] == 3
     assert metrics["kl_cov/high_cov_abs_log_ratio"] == pytest.approx(0.3, **APPROX)
     assert not any(key.startswith("sent/") or key.startswith("clip_cov/") for key in metrics)
 
@@ -115,7 +117,31 @@ def test_clip_cov_metrics(seven_model_dir, tmp_path):
     # candidates: covariance in (-1, 1) and not PPO-clipped = the 6 tokens of completions 2 and 3 (covariance 0);
     # 3 of them are drawn, each with |log ratio| 0.05 whichever they are
     assert metrics["clip_cov/cov_clipped_frac"] == 3 / N_VALID
+    assert metrics["clip_cov/cov_clipped_tokens"] == 3
     assert metrics["clip_cov/cov_clipped_abs_log_ratio"] == pytest.approx(0.05, **APPROX)
+
+
+@pytest.mark.parametrize("regularizer", ["none", "sent"])
+def test_logp_advantage_covariance_is_logged_for_every_method(seven_model_dir, tmp_path, regularizer):
+    trainer = make_trainer(seven_model_dir, tmp_path, loss_type="bnpo", token_regularizer=regularizer)
+    inputs, _ = designed_batch(trainer)
+    advantages = [1.0, 0.5, -0.5, -1.0]  # the likely "7" completions rewarded, the unlikely "x" ones penalised
+    inputs["advantages"] = torch.tensor(advantages)
+    trainer._compute_loss(trainer.model, inputs)
+    logged = trainer._metrics["train"]["cov/logp_advantage"][-1]
+    # by hand: the population covariance of (logp, A) over the 12 valid tokens (the padding excluded)
+    logps, _ = trainer._get_per_token_logps_and_entropies(
+        trainer.model,
+        torch.cat([inputs["prompt_ids"], inputs["completion_ids"]], 1),
+        torch.cat([inputs["prompt_mask"], inputs["completion_mask"]], 1),
+        inputs["completion_ids"].size(1),
+    )[:2]
+    valid = MASK.bool()
+    lp = logps.detach()[valid].double()
+    adv = torch.tensor(advantages, dtype=torch.float64).unsqueeze(1).expand(4, 4)[valid]
+    expected = ((lp - lp.mean()) * (adv - adv.mean())).mean().item()
+    assert expected > 3.0  # logp ~ -0.3 vs ~ -12 at A = +0.75 vs -0.75 on average: confident tokens reinforced
+    assert logged == pytest.approx(expected, rel=1e-4)
 
 
 # --------------------------------------------------------------------------------------------------------------------
