@@ -1,11 +1,12 @@
-"""benchmarks/study.py: the helpers on hand-made logs, and the script end to end with --quick (so it cannot rot).
+"""benchmarks/study.py and study_report.py: the helpers on hand-made logs and numbers, and the script end to end.
 
-The default-suite test runs `--quick --model <tiny fixture model>` (2 methods incl. the curriculum, 2 steps; ~1 min
-on 2 shared cores). The `slow` test runs `--quick` on the embedded SmolLM2-135M-Instruct, as a user would
-(2 min on 2 free cores, several times that when the machine is shared).
+The default-suite test runs `--quick --model <tiny fixture model>` (2 methods incl. the curriculum, 2 steps), then
+deletes one finished run and starts the study again: only that run is redone (resume), the other is kept as is.
+The `slow` test runs `--quick` on the embedded SmolLM2-135M-Instruct, as a user would.
 """
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -17,119 +18,175 @@ STUDY = Path(__file__).resolve().parent.parent / "benchmarks" / "study.py"
 sys.path.insert(0, str(STUDY.parent))
 
 import study  # noqa: E402
+import study_report  # noqa: E402
 
 
-def test_every_method_keeps_the_kl_term_active_and_logs_semantic_entropy():
+def test_methods_and_the_regime_keep_the_kl_terms_active():
     assert set(study.METHODS) == {
-        "grpo", "entropy_bonus", "80_20", "clip_cov", "kl_cov", "sent_token", "se_curriculum", "sent_full"
+        "grpo", "entropy_bonus", "80_20", "clip_cov", "kl_cov", "sent_token", "se_curriculum", "grpo_se_shuffled",
+        "sent_full",
     }  # fmt: skip
+    assert sorted(study.RUN_ORDER) == sorted(study.METHODS)
     for flags in study.METHODS.values():
         assert "--token_regularizer" in flags
-    assert "--curriculum" in study.METHODS["sent_full"] and "--curriculum" in study.METHODS["se_curriculum"]
-    assert study.STEPS_PER_GENERATION == 2  # > gradient_accumulation_steps 1 of the recipe
+    assert int(study.REGIME["steps_per_generation"]) > int(study.REGIME["gradient_accumulation_steps"])
+    # the order control: the curriculum's sampler and ranked data, one stage (no low -> high order)
+    control = study.METHODS["grpo_se_shuffled"]
+    assert control[control.index("--curriculum_stages") + 1] == "1"
+    assert "--curriculum_stages" not in study.METHODS["se_curriculum"]  # the default 2 stages
+
+
+def test_runs_of_one_seed_differ_only_in_the_method_flags(tmp_path):
+    """Pairing: same seed -> same data, order, generation and evaluation seeds for every method."""
+    args = study.parse_args(["--out", str(tmp_path)])
+    grpo = study.train_command(args, "grpo", 1, tmp_path / "a", tmp_path)
+    sent = study.train_command(args, "sent_token", 1, tmp_path / "a", tmp_path)
+    n = len(grpo) - len(study.METHODS["grpo"])
+    assert grpo[:n] == sent[: len(sent) - len(study.METHODS["sent_token"])]
+    assert grpo[grpo.index("--seed") + 1] == "1" and grpo[grpo.index("--learning_rate") + 1] == "5e-5"
+    assert study.eval_seed(1) == study.eval_seed(1) != study.eval_seed(0)
 
 
 def test_train_prompts_cover_the_run_and_both_stages():
-    assert study.num_train_prompts(8) == 16  # 4 rollout batches x 4 prompts, each prompt once
+    assert study.num_train_prompts(24) == 48  # 12 rollout batches x 4 prompts, each prompt once
     assert study.num_train_prompts(2) == 8  # at least one rollout batch per curriculum stage
 
 
-def test_curves_and_summary_from_a_log_history():
+def test_step_records_from_a_log_history():
     history = [
-        {"step": 1, "entropy": 2.0, "reward": 0.0, "semantic_entropy/mean": 1.0},
-        {"step": 2, "entropy": 1.0},
-        {"step": 3, "entropy": 1.5, "reward": 0.5},
-        {"step": 4, "entropy": 0.5},
-        {"step": 4, "train_runtime": 10.0},
+        {"step": 1, "entropy": 2.0, "reward": 0.0, "cov/logp_advantage": 0.5, "sent/high_cov_tokens": 4.0},
+        {"step": 2, "entropy": 1.0, "cov/logp_advantage": 0.25, "sent/high_cov_tokens": 3.0},
+        {"step": 2, "train_runtime": 10.0},
     ]
-    c = study.curves(history)
-    assert c["entropy"] == {1: 2.0, 2: 1.0, 3: 1.5, 4: 0.5}
-    assert c["reward"] == {1: 0.0, 3: 0.5}
-    s = study.summarise_curves(c)
-    assert s["entropy_mean"] == pytest.approx(1.25) and s["entropy_final"] == 0.5
-    assert s["reward_mean"] == 0.25 and s["reward_last_half"] == 0.5
+    assert study.step_records(history) == [
+        {"step": 1, "entropy": 2.0, "reward": 0.0, "cov": 0.5, "k": 4.0},
+        {"step": 2, "entropy": 1.0, "reward": None, "cov": 0.25, "k": 3.0},
+    ]
 
 
-def test_parse_args_quick_and_validation():
+def test_parse_args_quick_set_and_validation():
     args = study.parse_args(["--quick"])
-    assert (args.steps, args.eval_prompts, args.k, args.max_completion_length) == (2, 4, 2, 8)
+    assert (args.steps, args.eval_prompts, args.k, args.seeds) == (2, 4, 2, 1)
     assert args.methods == study.QUICK_METHODS
-    assert study.parse_args([]).methods == list(study.METHODS)
-    with pytest.raises(SystemExit):
-        study.parse_args(["--steps", "3"])
+    assert study.parse_args(["--quick", "--seeds", "2"]).seeds == 2
+    full = study.parse_args([])
+    assert (full.methods, full.seeds, full.k, full.eval_prompts) == (list(study.METHODS), 3, 8, 64)
+    assert study.parse_args(["--set", "cov_ratio=0.05"]).regime["cov_ratio"] == "0.05"
+    for bad in (["--steps", "3"], ["--set", "cov_ratio"], ["--seeds", "0"]):
+        with pytest.raises(SystemExit):
+            study.parse_args(bad)
 
 
-def _run_quick(out, *extra, timeout):
-    proc = subprocess.run(
+def test_t_interval_and_mean_sd_by_hand():
+    m, lo, hi = study_report.t_interval([0.1, 0.2, 0.3])
+    half = 4.303 * 0.1 / math.sqrt(3)  # t(0.975, df 2) x sd / sqrt(n)
+    assert m == pytest.approx(0.2) and lo == pytest.approx(0.2 - half) and hi == pytest.approx(0.2 + half)
+    assert study_report.t_interval([0.5]) == (0.5, None, None)
+    assert study_report.mean_sd([1.0, 3.0]) == (2.0, pytest.approx(math.sqrt(2)))
+
+
+def _run(method, seed, entropies, avg, pass_k, cov=0.1):
+    return {
+        "method": method,
+        "seed": seed,
+        "steps": [
+            {"step": i + 1, "entropy": e, "reward": 0.5 if i % 2 == 0 else None, "cov": cov}
+            for i, e in enumerate(entropies)
+        ],
+        "eval": {"k": 2, "num_prompts": 2, "avg_at_k": avg, "pass_at_k": pass_k, "per_prompt_correct": [1, 1]},
+    }
+
+
+def test_summary_pairs_by_seed_and_flags_collapse():
+    data = {
+        "config": {"k": 2, "steps": 6, "regime": {}, "methods": {"grpo": [], "sent_token": []}},
+        "runs": [
+            _run("grpo", 0, [2.0, 2.0, 0.5, 0.5, 0.5, 0.5], 0.2, 0.4),
+            _run("grpo", 1, [2.0, 2.0, 2.0, 2.0, 2.0, 2.0], 0.4, 0.6),
+            _run("sent_token", 1, [2.0, 2.0, 2.0, 2.0, 2.0, 2.0], 0.7, 0.6),  # paired with grpo seed 1 only
+            _run("sent_token", 0, [2.0, 2.0, 1.0, 1.0, 1.0, 1.0], 0.3, 0.4),
+        ],
+    }
+    s = study_report.summarise(data)
+    assert s["grpo"]["collapsed"] == "1/2"  # final 0.5 < half of 2.0; the other stays at 2.0
+    assert s["sent_token"]["collapsed"] == "0/2"  # final 1.0 is not under half of 2.0
+    m, lo, hi = s["sent_token"]["diff_avg_at_k"]
+    assert m == pytest.approx(0.2)  # (0.3 - 0.2 + 0.7 - 0.4) / 2, paired by seed
+    half = 12.706 * math.sqrt(((0.1 - 0.2) ** 2 + (0.3 - 0.2) ** 2) / 1) / math.sqrt(2)
+    assert hi - lo == pytest.approx(2 * half)
+    assert s["sent_token"]["diff_entropy_final"][0] == pytest.approx(0.25)  # (1.0 - 0.5 + 2.0 - 2.0) / 2
+    assert s["grpo"]["diff_avg_at_k"] == (None, None, None)
+
+
+def test_report_renders_table_and_figure(tmp_path):
+    data = {
+        "config": {"k": 2, "steps": 6, "regime": {"learning_rate": "5e-5"}, "methods": {"grpo": [], "kl_cov": []}},
+        "base": {"avg_at_k": 0.1, "pass_at_k": 0.2},
+        "runs": [
+            _run("grpo", 0, [2.0] * 6, 0.2, 0.4),
+            _run("kl_cov", 0, [2.0] * 6, 0.3, 0.5),
+        ],
+    }
+    path = tmp_path / "entropy_collapse.json"
+    path.write_text(json.dumps(data))
+    study.main(["--report", str(path)])
+    table = path.with_suffix(".md").read_text()
+    assert "| base model |" in table and "| 0.100 |" in table
+    assert "| kl_cov | 1 | 2.00 → 2.00 | 0/1 |" in table and "+0.100" in table
+    assert path.with_suffix(".png").stat().st_size > 0
+
+
+def _quick(out, *extra, timeout):
+    return subprocess.run(
         [sys.executable, str(STUDY), "--quick", "--out", str(out), *extra],
         capture_output=True,
         text=True,
         timeout=timeout,
     )
+
+
+def _check_quick(out, proc):
     assert proc.returncode == 0, f"study.py exited {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-    results = json.loads((out / "results.json").read_text())
-    assert set(results["methods"]) == set(study.QUICK_METHODS)
-    assert results["base"]["k"] == 2 and 0.0 <= results["base"]["avg@2"] <= 1.0
-    for name, m in results["methods"].items():
-        run = m["runs"][0]
-        assert set(run["curves"]["entropy"]) == {"1", "2"}, name  # JSON keys
-        assert run["entropy_mean"] is not None and run["wall_s"] > 0
-        for key in ("avg@2", "pass@1", "pass@2"):
-            assert 0.0 <= run["eval"][key] <= 1.0
-        assert not list((out / "runs" / f"{name}-seed0").glob("**/*.safetensors"))  # weights removed
-    assert (out / "study.png").stat().st_size > 0
-    assert (out / "se_ranking").is_dir()  # ranked once, shared
+    data = json.loads((out / "entropy_collapse.json").read_text())
+    assert {(r["method"], r["seed"]) for r in data["runs"]} == {(m, 0) for m in study.QUICK_METHODS}
+    assert data["base"]["k"] == 2 and 0.0 <= data["base"]["avg_at_k"] <= 1.0
+    for run in data["runs"]:
+        assert [s["step"] for s in run["steps"]] == [1, 2], run["method"]
+        assert all(s["cov"] is not None and math.isfinite(s["cov"]) for s in run["steps"])
+        assert run["steps"][0]["reward"] is not None and run["steps"][1]["reward"] is None  # 1 rollout, 2 steps
+        ev = run["eval"]
+        assert (ev["k"], ev["num_prompts"], len(ev["per_prompt_correct"])) == (2, 4, 4)
+        assert 0.0 <= ev["avg_at_k"] <= ev["pass_at_k"] <= 1.0
+        assert not list((out / "runs" / f"{run['method']}-seed0").glob("**/*.safetensors"))  # weights removed
+    sent = next(r for r in data["runs"] if r["method"] == "sent_full")
+    assert all(s["k"] >= 1 for s in sent["steps"])  # SENT logs k
+    assert (out / "se_ranking-seed0").is_dir()  # the curriculum's ranking, cached per seed
     assert "| sent_full |" in proc.stdout and "| base model |" in proc.stdout
-    return results
+    assert (out / "entropy_collapse.png").stat().st_size > 0
+    return data
 
 
-def test_quick_study_on_the_tiny_model(tiny_model_dir, tmp_path):
-    _run_quick(tmp_path / "study", "--model", tiny_model_dir, timeout=600)
+def test_quick_study_on_the_tiny_model_and_its_resume(tiny_model_dir, tmp_path):
+    out = tmp_path / "study"
+    first = _check_quick(out, _quick(out, "--model", tiny_model_dir, timeout=600))
+    kept = out / "runs" / "grpo-seed0" / "result.json"
+    kept_text = kept.read_text()
+    (out / "runs" / "sent_full-seed0" / "result.json").unlink()  # as if interrupted during that run
+    proc = _quick(out, "--model", tiny_model_dir, timeout=600)
+    assert "1 job(s) to run" in proc.stdout
+    second = _check_quick(out, proc)
+    assert kept.read_text() == kept_text  # the finished run was not redone
+    assert [r["method"] for r in second["runs"]] == [r["method"] for r in first["runs"]]
+
+
+def test_a_failing_run_fails_the_study_and_names_it(tiny_model_dir, tmp_path):
+    out = tmp_path / "study"
+    proc = _quick(out, "--model", tiny_model_dir, "--methods", "grpo", "--set", "no_such_flag=1", timeout=600)
+    assert proc.returncode != 0
+    assert "grpo seed 0" in proc.stdout + proc.stderr and "start the study again" in proc.stderr
 
 
 @pytest.mark.slow
 def test_quick_study_on_the_embedded_model(tmp_path):
-    _run_quick(tmp_path / "study", timeout=1200)
-
-
-def test_standard_error_of_avg_at_k():
-    assert study.standard_error([0, 0, 0], 4) == 0.0
-    assert study.standard_error([4, 0], 4) == pytest.approx(0.5)  # accs 1, 0: sd 0.707 / sqrt(2)
-    assert study.standard_error([1], 4) is None
-
-
-def test_report_rerenders_table_and_figure(tmp_path):
-    run = {
-        "seed": 0,
-        "wall_s": 10.0,
-        "curves": {"entropy": {"1": 2.0, "2": 1.0}, "reward": {"1": 0.25}, "semantic_entropy": {}},
-        "entropy_mean": 1.5,
-        "entropy_final": 1.0,
-        "reward_mean": 0.25,
-        "reward_last_half": 0.25,
-        "eval": {
-            "avg@2": 0.5,
-            "pass@1": 0.5,
-            "pass@2": 0.75,
-            "mean_completion_length": 7.0,
-            "per_prompt_correct": [2, 0],
-        },
-    }
-    results = {
-        "config": {"k": 2, "steps": 2, "seeds": 1},
-        "base": {
-            "avg@2": 0.25,
-            "pass@1": 0.25,
-            "pass@2": 0.5,
-            "mean_completion_length": 8.0,
-            "per_prompt_correct": [1, 0],
-        },
-        "methods": {"grpo": {"runs": [run]}},
-    }
-    path = tmp_path / "results.json"
-    path.write_text(json.dumps(results))
-    study.main(["--report", str(path)])
-    table = (tmp_path / "table.md").read_text()
-    assert "| grpo | 1.500 | 1.000 | 0.250 | 0.500 ± 0.500 | 0.750 | 7.0 | 10 |" in table
-    assert "| base model |" in table
-    assert (tmp_path / "study.png").stat().st_size > 0
+    out = tmp_path / "study"
+    _check_quick(out, _quick(out, timeout=1800))

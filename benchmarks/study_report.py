@@ -1,0 +1,185 @@
+"""Table and figure of an entropy-collapse study JSON (`benchmarks/study.py` writes it; `--report` calls this).
+
+    python benchmarks/study.py --report benchmarks/results/entropy_collapse.json
+
+Per method: mean and standard deviation across seeds of each quantity, and for the held-out avg@k / pass@k and the
+final entropy the paired difference to the reference method (GRPO) with a 95% t-interval over seeds (each seed
+gives both methods the same data order and evaluation samples, so the seed-to-seed noise they share cancels).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+
+# two-sided 95% Student t quantiles, by degrees of freedom (no scipy dependency for one table)
+T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
+FINAL_WINDOW = 4  # "final" entropy: the mean over the last 4 optimizer steps (2 rollout batches), less noisy
+
+
+def mean_sd(values: list[float]) -> tuple[float | None, float | None]:
+    vals = [v for v in values if v is not None]
+    if not vals:
+        return None, None
+    m = sum(vals) / len(vals)
+    if len(vals) < 2:
+        return m, None
+    return m, math.sqrt(sum((v - m) ** 2 for v in vals) / (len(vals) - 1))
+
+
+def t_interval(diffs: list[float]) -> tuple[float | None, float | None, float | None]:
+    """Mean of paired differences and its two-sided 95% t-interval (None bounds with fewer than 2 pairs)."""
+    m, sd = mean_sd(diffs)
+    if m is None or sd is None:
+        return m, None, None
+    half = T95.get(len(diffs) - 1, 1.96) * sd / math.sqrt(len(diffs))
+    return m, m - half, m + half
+
+
+def run_summary(run: dict) -> dict:
+    steps = run["steps"]
+    ent = [s["entropy"] for s in steps]
+    rewards = [s["reward"] for s in steps if s.get("reward") is not None]
+    covs = [s["cov"] for s in steps if s.get("cov") is not None]
+    ks = [s["k"] for s in steps if s.get("k") is not None]
+    final = ent[-FINAL_WINDOW:]
+    half = rewards[len(rewards) // 2 :]
+    return {
+        "entropy_initial": ent[0] if ent else None,
+        "entropy_final": sum(final) / len(final) if final else None,
+        "collapsed": bool(ent) and sum(final) / len(final) < 0.5 * ent[0],
+        "reward_last_half": sum(half) / len(half) if half else None,
+        "cov_mean": sum(covs) / len(covs) if covs else None,
+        "mean_k": sum(ks) / len(ks) if ks else None,
+        "avg_at_k": run["eval"]["avg_at_k"],
+        "pass_at_k": run["eval"]["pass_at_k"],
+    }
+
+
+def summarise(data: dict) -> dict:
+    """`{method: {"seeds": [...], "<quantity>": (mean, sd), "diff_<q>": (mean, lo, hi), "collapsed": "n/N"}}`."""
+    reference = data["config"].get("reference_method", "grpo")
+    by_method: dict[str, dict[int, dict]] = {}
+    for run in data["runs"]:
+        by_method.setdefault(run["method"], {})[run["seed"]] = run_summary(run)
+    ref = by_method.get(reference, {})
+    out = {}
+    for method, seeds in by_method.items():
+        s = {"seeds": sorted(seeds)}
+        for q in (
+            "entropy_initial",
+            "entropy_final",
+            "reward_last_half",
+            "cov_mean",
+            "mean_k",
+            "avg_at_k",
+            "pass_at_k",
+        ):
+            s[q] = mean_sd([r[q] for r in seeds.values()])
+        s["collapsed"] = f"{sum(r['collapsed'] for r in seeds.values())}/{len(seeds)}"
+        for q in ("avg_at_k", "pass_at_k", "entropy_final"):
+            paired = [seeds[x][q] - ref[x][q] for x in sorted(seeds) if x in ref]
+            s[f"diff_{q}"] = t_interval(paired) if method != reference else (None, None, None)
+            s["paired_seeds"] = len(paired)
+        out[method] = s
+    return out
+
+
+def _f(x, p=3) -> str:
+    return "" if x is None else f"{x:.{p}f}"
+
+
+def _msd(pair, p=3) -> str:
+    m, sd = pair
+    if m is None:
+        return ""
+    return _f(m, p) if sd is None else f"{_f(m, p)} ± {_f(sd, p)}"
+
+
+def _ci(triple, p=3) -> str:
+    m, lo, hi = triple
+    if m is None:
+        return ""
+    return f"{m:+.{p}f}" if lo is None else f"{m:+.{p}f} [{lo:+.{p}f}, {hi:+.{p}f}]"
+
+
+def markdown_table(data: dict) -> str:
+    k = data["config"]["k"]
+    summary = summarise(data)
+    lines = [
+        f"| method | seeds | entropy start → final | collapsed | reward (last half) | cov(logp, A) | mean k | "
+        f"avg@{k} | Δ avg@{k} vs GRPO [95% CI] | pass@{k} | Δ pass@{k} vs GRPO [95% CI] | Δ final entropy vs GRPO |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---|---:|---|---|",
+    ]
+    base = data.get("base")
+    if base:
+        lines.append(f"| base model | | | | | | | {_f(base['avg_at_k'])} | | {_f(base['pass_at_k'])} | | |")
+    order = list(data["config"].get("methods", summary))
+    for method in [m for m in order if m in summary] + [m for m in summary if m not in order]:
+        s = summary[method]
+        ent = f"{_f(s['entropy_initial'][0], 2)} → {_msd(s['entropy_final'], 2)}"
+        lines.append(
+            f"| {method} | {len(s['seeds'])} | {ent} | {s['collapsed']} | {_msd(s['reward_last_half'])} | "
+            f"{_msd(s['cov_mean'], 4)} | {_f(s['mean_k'][0], 1)} | {_msd(s['avg_at_k'])} | "
+            f"{_ci(s['diff_avg_at_k'])} | "
+            f"{_msd(s['pass_at_k'])} | {_ci(s['diff_pass_at_k'])} | {_ci(s['diff_entropy_final'], 2)} |"
+        )
+    return "\n".join(lines)
+
+
+def _band(runs: list[dict], key: str) -> tuple[list[int], list[float], list[float], list[float]]:
+    per_step: dict[int, list[float]] = {}
+    for run in runs:
+        for rec in run["steps"]:
+            if rec.get(key) is not None:
+                per_step.setdefault(rec["step"], []).append(rec[key])
+    steps = sorted(per_step)
+    mean = [sum(per_step[s]) / len(per_step[s]) for s in steps]
+    return steps, mean, [min(per_step[s]) for s in steps], [max(per_step[s]) for s in steps]
+
+
+def plot(data: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(17, 4.8))
+    by_method: dict[str, list[dict]] = {}
+    for run in data["runs"]:
+        by_method.setdefault(run["method"], []).append(run)
+    titles = {"entropy": "Token entropy (nats)", "reward": "Training reward (generating steps)",
+              "cov": "Cov(log-prob, advantage)"}  # fmt: skip
+    for ax, key in zip(axes, ("entropy", "reward", "cov"), strict=True):
+        for i, (method, runs) in enumerate(by_method.items()):
+            steps, mean, lo, hi = _band(runs, key)
+            if not steps:
+                continue
+            style = "-" if i < 10 else "--"
+            (line,) = ax.plot(steps, mean, style, lw=1.6, label=f"{method} (n={len(runs)})")
+            ax.fill_between(steps, lo, hi, color=line.get_color(), alpha=0.12)
+        ax.set(xlabel="optimizer step", title=titles[key])
+    axes[0].legend(fontsize=7, ncol=2)
+    cfg = data["config"]
+    fig.suptitle(
+        f"{cfg.get('model', '')}: mean over seeds (line) and min-max across seeds (band); "
+        f"lr {cfg['regime'].get('learning_rate')}, {cfg['steps']} steps"
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def report(path: Path, figure: Path | None = None) -> dict:
+    """Print the table, write `<stem>.md` and the figure `<stem>.png` next to the JSON; return the summary."""
+    path = Path(path)
+    data = json.loads(path.read_text())
+    if not data.get("runs"):
+        raise SystemExit(f"{path}: no finished run to report")
+    table = markdown_table(data)
+    path.with_suffix(".md").write_text(table + "\n")
+    plot(data, figure or path.with_suffix(".png"))
+    print(table)
+    return {"table": table, "summary": summarise(data)}
