@@ -58,11 +58,20 @@ METHODS: dict[str, list[str]] = {
     "grpo_se_shuffled": ["--token_regularizer", "none", "--curriculum", "true", "--curriculum_stages", "1"],
     "sent_full": ["--token_regularizer", "sent", "--curriculum", "true"],
 }
+# The sweep (not in the default set; `--methods grpo sent_token sent_kl1 sent_k10 sent_spg4 --name
+# entropy_collapse_sweep`): why SENT's token loss does or does not hold entropy at this scale. One change each.
+SWEEP_METHODS: dict[str, list[str]] = {
+    "sent_kl1": [*METHODS["sent_token"], "--kl_cov_coef", "1.0"],  # coefficient: KL-Cov's 1 instead of 0.1
+    "sent_k10": [*METHODS["sent_token"], "--cov_ratio", "0.1"],  # k: ~3x more tokens per loss computation
+    "sent_spg4": [*METHODS["sent_token"], "--steps_per_generation", "4"],  # 3 of 4 updates off-policy (KL active)
+}
+DEFAULT_METHODS = list(METHODS)
+METHODS.update(SWEEP_METHODS)
 # Order of the runs within a seed: the three ranked-data methods far apart, so that the first one has cached the
 # seed's ranking before the next one starts (they share <out>/se_ranking-seed<s>).
 RUN_ORDER = [
     "se_curriculum", "grpo", "kl_cov", "sent_full", "entropy_bonus", "80_20", "grpo_se_shuffled", "clip_cov",
-    "sent_token",
+    "sent_token", *SWEEP_METHODS,
 ]  # fmt: skip
 QUICK_METHODS = ["grpo", "sent_full"]
 PROMPTS_PER_ROLLOUT = 4  # recipe: per_device_train_batch_size 8 x steps_per_generation 2 / num_generations 4
@@ -79,7 +88,13 @@ K_METRICS = {
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default="runs/study", help="output directory (finished runs in it are kept: resume)")
-    p.add_argument("--methods", nargs="+", default=None, choices=sorted(METHODS), help="default: all nine")
+    p.add_argument(
+        "--methods",
+        nargs="+",
+        default=None,
+        choices=sorted(METHODS),
+        help="default: the nine of the study (not the sweep's)",
+    )
     p.add_argument("--seeds", type=int, default=None, help="seeds per method (0, 1, ...); default 3 (--quick: 1)")
     p.add_argument("--steps", type=int, default=24, help="optimizer steps per run (even: 2 per rollout batch)")
     p.add_argument("--eval_prompts", type=int, default=64, help="held-out prompts")
@@ -90,6 +105,7 @@ def parse_args(argv=None):
     p.add_argument("--set", nargs="*", default=[], metavar="FLAG=VALUE", help="override a REGIME flag (sweeps)")
     p.add_argument("--keep_models", action="store_true", help="keep the trained weights (default: deleted after eval)")
     p.add_argument("--threads", type=int, default=1, help="torch / OpenMP threads per process (0: library default)")
+    p.add_argument("--name", default="entropy_collapse", help="stem of the study's JSON / table / figure in --out")
     p.add_argument("--report", default=None, metavar="JSON", help="only render the table and figure of a study JSON")
     p.add_argument("--quick", action="store_true", help="smoke run: 2 methods, 1 seed, 2 steps, 4 prompts, k=2")
     p.add_argument("--run_one", nargs=2, metavar=("METHOD", "SEED"), help=argparse.SUPPRESS)  # worker entry point
@@ -105,7 +121,7 @@ def parse_args(argv=None):
         args.seeds = args.seeds or 1
         args.steps, args.eval_prompts, args.k = 2, 4, 2
         args.regime["max_completion_length"], args.se_num_samples = "8", 2
-    args.methods = args.methods or list(METHODS)
+    args.methods = args.methods or list(DEFAULT_METHODS)
     args.seeds = 3 if args.seeds is None else args.seeds
     if args.steps < 2 or args.steps % STEPS_PER_GENERATION:
         p.error("--steps must be even and >= 2 (two optimizer steps per rollout batch)")
@@ -283,7 +299,7 @@ def worker_command(args, method: str, seed: int) -> list[str]:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--run_one", method, str(seed), "--out", str(args.out)]
     cmd += ["--steps", str(args.steps), "--eval_prompts", str(args.eval_prompts), "--k", str(args.k)]
     cmd += ["--se_num_samples", str(args.se_num_samples), "--threads", str(args.threads), "--seeds", str(args.seeds)]
-    cmd += ["--set", *(f"{k}={v}" for k, v in args.regime.items())]
+    cmd += ["--set", *(f"{k}={v}" for k, v in args.regime.items()), "--name", args.name]
     if args.model:
         cmd += ["--model", args.model]
     if args.keep_models:
@@ -315,7 +331,7 @@ def main(argv=None) -> dict:
 
     out.mkdir(parents=True, exist_ok=True)
     (out / "runs").mkdir(exist_ok=True)
-    json_path = out / "entropy_collapse.json"
+    json_path = out / f"{args.name}.json"
     order = [m for m in RUN_ORDER if m in args.methods]
     jobs = [] if (out / "base.json").exists() else [("base", 0)]
     jobs += [

@@ -22,11 +22,14 @@ import study_report  # noqa: E402
 
 
 def test_methods_and_the_regime_keep_the_kl_terms_active():
-    assert set(study.METHODS) == {
+    assert set(study.DEFAULT_METHODS) == {
         "grpo", "entropy_bonus", "80_20", "clip_cov", "kl_cov", "sent_token", "se_curriculum", "grpo_se_shuffled",
         "sent_full",
     }  # fmt: skip
-    assert sorted(study.RUN_ORDER) == sorted(study.METHODS)
+    assert sorted(study.RUN_ORDER) == sorted(study.METHODS)  # the study's nine and the sweep's arms
+    for arm in study.SWEEP_METHODS:  # each sweep arm is SENT's token loss with one setting changed
+        assert study.METHODS[arm][: len(study.METHODS["sent_token"])] == study.METHODS["sent_token"]
+        assert len(study.METHODS[arm]) == len(study.METHODS["sent_token"]) + 2
     for flags in study.METHODS.values():
         assert "--token_regularizer" in flags
     assert int(study.REGIME["steps_per_generation"]) > int(study.REGIME["gradient_accumulation_steps"])
@@ -70,7 +73,7 @@ def test_parse_args_quick_set_and_validation():
     assert args.methods == study.QUICK_METHODS
     assert study.parse_args(["--quick", "--seeds", "2"]).seeds == 2
     full = study.parse_args([])
-    assert (full.methods, full.seeds, full.k, full.eval_prompts) == (list(study.METHODS), 3, 8, 64)
+    assert (full.methods, full.seeds, full.k, full.eval_prompts) == (study.DEFAULT_METHODS, 3, 8, 64)
     assert study.parse_args(["--set", "cov_ratio=0.05"]).regime["cov_ratio"] == "0.05"
     for bad in (["--steps", "3"], ["--set", "cov_ratio"], ["--seeds", "0"]):
         with pytest.raises(SystemExit):
