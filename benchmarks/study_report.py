@@ -129,6 +129,29 @@ def markdown_table(data: dict) -> str:
     return "\n".join(lines)
 
 
+def compact_table(data: dict) -> str:
+    """The README's version: entropy, collapse count, and the held-out numbers with their paired intervals."""
+    k = data["config"]["k"]
+    summary = summarise(data)
+    lines = [
+        f"| method | token entropy, step 1 → final | collapsed | held-out avg@{k} | Δ vs GRPO [95% CI] | "
+        f"pass@{k} | Δ vs GRPO [95% CI] |",
+        "|---|---|---:|---:|---|---:|---|",
+    ]
+    base = data.get("base")
+    if base:
+        lines.append(f"| base model | | | {_f(base['avg_at_k'])} | | {_f(base['pass_at_k'])} | |")
+    order = list(data["config"].get("methods", summary))
+    for method in [m for m in order if m in summary] + [m for m in summary if m not in order]:
+        s = summary[method]
+        lines.append(
+            f"| {method} | {_f(s['entropy_initial'][0], 2)} → {_msd(s['entropy_final'], 2)} | {s['collapsed']} | "
+            f"{_msd(s['avg_at_k'])} | {_ci(s['diff_avg_at_k'])} | {_msd(s['pass_at_k'])} | "
+            f"{_ci(s['diff_pass_at_k'])} |"
+        )
+    return "\n".join(lines)
+
+
 def _band(runs: list[dict], key: str) -> tuple[list[int], list[float], list[float], list[float]]:
     per_step: dict[int, list[float]] = {}
     for run in runs:
@@ -172,14 +195,50 @@ def plot(data: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def plot_by_method(data: dict, path: Path) -> None:
+    """Small multiples: each method's entropy, one line per seed, against the reference method's seed mean."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    by_method: dict[str, list[dict]] = {}
+    for run in data["runs"]:
+        by_method.setdefault(run["method"], []).append(run)
+    reference = data["config"].get("reference_method", "grpo")
+    ref_steps, ref_mean, _, _ = _band(by_method.get(reference, []), "entropy")
+    cols = 3
+    rows = max(1, math.ceil(len(by_method) / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 3.2 * rows), sharex=True, sharey=True, squeeze=False)
+    for ax, (method, runs) in zip(axes.flat, by_method.items(), strict=False):
+        if ref_steps and method != reference:
+            ax.plot(ref_steps, ref_mean, "k--", lw=1.2, label=f"{reference} (mean)")
+        for run in sorted(runs, key=lambda r: r["seed"]):
+            ax.plot(
+                [r["step"] for r in run["steps"]], [r["entropy"] for r in run["steps"]], label=f"seed {run['seed']}"
+            )
+        ax.set_title(method)
+        ax.legend(fontsize=7)
+    for ax in list(axes.flat)[len(by_method) :]:
+        ax.axis("off")
+    for ax in axes[-1]:
+        ax.set_xlabel("optimizer step")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("token entropy (nats)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
 def report(path: Path, figure: Path | None = None) -> dict:
     """Print the table, write `<stem>.md` and the figure `<stem>.png` next to the JSON; return the summary."""
     path = Path(path)
     data = json.loads(path.read_text())
     if not data.get("runs"):
         raise SystemExit(f"{path}: no finished run to report")
-    table = markdown_table(data)
-    path.with_suffix(".md").write_text(table + "\n")
+    table, compact = markdown_table(data), compact_table(data)
+    path.with_suffix(".md").write_text(f"{table}\n\nCompact (the README's):\n\n{compact}\n")
     plot(data, figure or path.with_suffix(".png"))
+    plot_by_method(data, path.with_name(f"{path.stem}_by_method.png"))
     print(table)
-    return {"table": table, "summary": summarise(data)}
+    return {"table": table, "compact": compact, "summary": summarise(data)}

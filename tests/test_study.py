@@ -137,6 +137,8 @@ def test_report_renders_table_and_figure(tmp_path):
     assert "| base model |" in table and "| 0.100 |" in table
     assert "| kl_cov | 1 | 2.00 → 2.00 | 0/1 |" in table and "+0.100" in table
     assert path.with_suffix(".png").stat().st_size > 0
+    assert (tmp_path / "entropy_collapse_by_method.png").stat().st_size > 0
+    assert "| kl_cov | 2.00 → 2.00 | 0/1 | 0.300 | +0.100 | 0.500 | +0.100 |" in table  # the compact table
 
 
 def _quick(out, *extra, timeout):
