@@ -121,6 +121,20 @@ def test_summary_pairs_by_seed_and_flags_collapse():
     assert s["grpo"]["diff_avg_at_k"] == (None, None, None)
 
 
+def test_mechanism_correlations_by_hand():
+    assert study_report.pearson([1.0, 2.0, 3.0], [6.0, 4.0, 2.0]) == pytest.approx(-1.0)
+    assert study_report.pearson([1.0, 1.0, 1.0], [1.0, 2.0, 3.0]) is None  # no variance
+    run = {"steps": [{"step": 1, "entropy": 2.0, "cov": 0.5}, {"step": 2, "entropy": 1.0, "cov": 0.0},
+                     {"step": 3, "entropy": 1.5, "cov": -0.5}, {"step": 4, "entropy": 1.0, "cov": 0.2}],
+           "eval": {"avg_at_k": 0.0, "pass_at_k": 0.0}}  # fmt: skip
+    m = study_report.mechanism({"runs": [run]})
+    # (cov_t, H_t+1 - H_t) = (0.5, -1), (0, +0.5), (-0.5, -0.5): corr of x = (0.5, 0, -0.5), y = (-1, 0.5, -0.5)
+    # sum x (y - mean y) = 0.5 (-2/3) + (-0.5)(-1/6) = -1/4; sum x^2 = 1/2; sum (y - mean y)^2 = 42/36
+    assert m["step_pairs"] == 3 and m["step_corr"] == pytest.approx(-0.25 / math.sqrt(0.5 * 42 / 36))
+    assert m["zero_cov_steps"] == 1 and m["positive_cov_frac"] == 0.5  # 1 of the 2 non-zero covariances
+    assert m["runs"] == 1 and m["run_corr"] is None  # one run: no correlation
+
+
 def test_report_renders_table_and_figure(tmp_path):
     data = {
         "config": {"k": 2, "steps": 6, "regime": {"learning_rate": "5e-5"}, "methods": {"grpo": [], "kl_cov": []}},
