@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -105,28 +106,47 @@ def _ci(triple, p=3) -> str:
     return f"{m:+.{p}f}" if lo is None else f"{m:+.{p}f} [{lo:+.{p}f}, {hi:+.{p}f}]"
 
 
-def markdown_table(data: dict) -> str:
-    k = data["config"]["k"]
+def _table(data: dict, columns: list[tuple[str, str, Callable[[str, dict], str], str | None]]) -> str:
+    """A markdown table, one row per method (the config's order) after the base model's row.
+
+    `columns`: (title, alignment, cell(method, summary entry), the base model's key for that column or None).
+    """
     summary = summarise(data)
-    lines = [
-        f"| method | seeds | entropy start → final | collapsed | reward (last half) | cov(logp, A) | mean k | "
-        f"avg@{k} | Δ avg@{k} vs GRPO [95% CI] | pass@{k} | Δ pass@{k} vs GRPO [95% CI] | Δ final entropy vs GRPO |",
-        "|---|---:|---|---:|---:|---:|---:|---:|---|---:|---|---|",
-    ]
+    lines = ["| " + " | ".join(c[0] for c in columns) + " |", "|" + "|".join(c[1] for c in columns) + "|"]
     base = data.get("base")
     if base:
-        lines.append(f"| base model | | | | | | | {_f(base['avg_at_k'])} | | {_f(base['pass_at_k'])} | | |")
+        cells = ["base model"] + [_f(base[c[3]]) if c[3] else "" for c in columns[1:]]
+        lines.append("| " + " | ".join(cells) + " |")
     order = list(data["config"].get("methods", summary))
     for method in [m for m in order if m in summary] + [m for m in summary if m not in order]:
-        s = summary[method]
-        ent = f"{_f(s['entropy_initial'][0], 2)} → {_msd(s['entropy_final'], 2)}"
-        lines.append(
-            f"| {method} | {len(s['seeds'])} | {ent} | {s['collapsed']} | {_msd(s['reward_last_half'])} | "
-            f"{_msd(s['cov_mean'], 4)} | {_f(s['mean_k'][0], 1)} | {_msd(s['avg_at_k'])} | "
-            f"{_ci(s['diff_avg_at_k'])} | "
-            f"{_msd(s['pass_at_k'])} | {_ci(s['diff_pass_at_k'])} | {_ci(s['diff_entropy_final'], 2)} |"
-        )
+        lines.append("| " + " | ".join(c[2](method, summary[method]) for c in columns) + " |")
     return "\n".join(lines)
+
+
+def markdown_table(data: dict) -> str:
+    k = data["config"]["k"]
+    return _table(
+        data,
+        [
+            ("method", "---", lambda m, s: m, None),
+            ("seeds", "---:", lambda m, s: str(len(s["seeds"])), None),
+            (
+                "entropy start → final",
+                "---",
+                lambda m, s: f"{_f(s['entropy_initial'][0], 2)} → {_msd(s['entropy_final'], 2)}",
+                None,
+            ),
+            ("collapsed", "---:", lambda m, s: s["collapsed"], None),
+            ("reward (last half)", "---:", lambda m, s: _msd(s["reward_last_half"]), None),
+            ("cov(logp, A)", "---:", lambda m, s: _msd(s["cov_mean"], 4), None),
+            ("mean k", "---:", lambda m, s: _f(s["mean_k"][0], 1), None),
+            (f"avg@{k}", "---:", lambda m, s: _msd(s["avg_at_k"]), "avg_at_k"),
+            (f"Δ avg@{k} vs GRPO [95% CI]", "---", lambda m, s: _ci(s["diff_avg_at_k"]), None),
+            (f"pass@{k}", "---:", lambda m, s: _msd(s["pass_at_k"]), "pass_at_k"),
+            (f"Δ pass@{k} vs GRPO [95% CI]", "---", lambda m, s: _ci(s["diff_pass_at_k"]), None),
+            ("Δ final entropy vs GRPO", "---", lambda m, s: _ci(s["diff_entropy_final"], 2), None),
+        ],
+    )
 
 
 def pearson(xs: list[float], ys: list[float]) -> float | None:
@@ -184,24 +204,23 @@ def mechanism_line(data: dict) -> str:
 def compact_table(data: dict) -> str:
     """The README's version: entropy, collapse count, and the held-out numbers with their paired intervals."""
     k = data["config"]["k"]
-    summary = summarise(data)
-    lines = [
-        f"| method | token entropy, step 1 → final | collapsed | held-out avg@{k} | Δ vs GRPO [95% CI] | "
-        f"pass@{k} | Δ vs GRPO [95% CI] |",
-        "|---|---|---:|---:|---|---:|---|",
-    ]
-    base = data.get("base")
-    if base:
-        lines.append(f"| base model | | | {_f(base['avg_at_k'])} | | {_f(base['pass_at_k'])} | |")
-    order = list(data["config"].get("methods", summary))
-    for method in [m for m in order if m in summary] + [m for m in summary if m not in order]:
-        s = summary[method]
-        lines.append(
-            f"| {method} | {_f(s['entropy_initial'][0], 2)} → {_msd(s['entropy_final'], 2)} | {s['collapsed']} | "
-            f"{_msd(s['avg_at_k'])} | {_ci(s['diff_avg_at_k'])} | {_msd(s['pass_at_k'])} | "
-            f"{_ci(s['diff_pass_at_k'])} |"
-        )
-    return "\n".join(lines)
+    return _table(
+        data,
+        [
+            ("method", "---", lambda m, s: m, None),
+            (
+                "token entropy, step 1 → final",
+                "---",
+                lambda m, s: f"{_f(s['entropy_initial'][0], 2)} → {_msd(s['entropy_final'], 2)}",
+                None,
+            ),
+            ("collapsed", "---:", lambda m, s: s["collapsed"], None),
+            (f"held-out avg@{k}", "---:", lambda m, s: _msd(s["avg_at_k"]), "avg_at_k"),
+            ("Δ vs GRPO [95% CI]", "---", lambda m, s: _ci(s["diff_avg_at_k"]), None),
+            (f"pass@{k}", "---:", lambda m, s: _msd(s["pass_at_k"]), "pass_at_k"),
+            ("Δ vs GRPO [95% CI]", "---", lambda m, s: _ci(s["diff_pass_at_k"]), None),
+        ],
+    )
 
 
 def _band(runs: list[dict], key: str) -> tuple[list[int], list[float], list[float], list[float]]:
