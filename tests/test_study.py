@@ -209,3 +209,23 @@ def test_a_failing_run_fails_the_study_and_names_it(tiny_model_dir, tmp_path):
 def test_quick_study_on_the_embedded_model(tmp_path):
     out = tmp_path / "study"
     _check_quick(out, _quick(out, timeout=1800))
+
+
+@pytest.mark.parametrize("name", ["entropy_collapse", "entropy_collapse_sweep"])
+def test_committed_results_have_the_schema_and_reproduce_their_table(name):
+    """The committed study data: the issue's schema, the power it promised, and the table --report makes from it."""
+    path = STUDY.parent / "results" / f"{name}.json"
+    data = json.loads(path.read_text())
+    assert {"config", "runs"} <= set(data)
+    seeds: dict[str, set] = {}
+    for run in data["runs"]:
+        assert {"method", "seed", "steps", "eval"} <= set(run)
+        assert [s["step"] for s in run["steps"]] == list(range(1, data["config"]["steps"] + 1))
+        assert all({"step", "entropy", "reward", "cov"} <= set(s) for s in run["steps"])
+        ev = run["eval"]
+        assert (ev["k"], ev["num_prompts"], len(ev["per_prompt_correct"])) == (8, 64, 64)
+        assert ev["avg_at_k"] == pytest.approx(sum(ev["per_prompt_correct"]) / (8 * 64))
+        seeds.setdefault(run["method"], set()).add(run["seed"])
+    if name == "entropy_collapse":
+        assert set(seeds) == set(study.DEFAULT_METHODS) and all(len(s) >= 3 for s in seeds.values())
+    assert study_report.markdown_table(data) in path.with_suffix(".md").read_text()
