@@ -37,6 +37,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 RECIPE = ROOT / "recipes" / "smollm2_arith_cpu.yaml"
 
+
 # The regime every method shares (pilot runs that chose it: benchmarks/STUDY.md). On top of the recipe.
 REGIME: dict[str, str] = {
     "learning_rate": "5e-5",
@@ -219,10 +220,17 @@ def evaluate(args, model, seed: int) -> dict:
     }
 
 
+def run_dir_of(out: Path, method: str, seed: int) -> Path:
+    """`<out>/runs/<method>-seed<s>`: the run's checkpoint folder and `result.json`; its logs sit beside it."""
+    return out / "runs" / f"{method}-seed{seed}"
+
+
 def run_one(args, method: str, seed: int) -> dict:
     """Train and evaluate one (method, seed) in this process; write and return its result."""
+    from sec_trl.ranking.cache import write_json_atomic
+
     out = Path(args.out).resolve()
-    run_dir = out / "runs" / f"{method}-seed{seed}"
+    run_dir = run_dir_of(out, method, seed)
     result_path = run_dir / "result.json"
     if result_path.exists():
         return json.loads(result_path.read_text())
@@ -230,7 +238,7 @@ def run_one(args, method: str, seed: int) -> dict:
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True)
     cmd = train_command(args, method, seed, run_dir, out)
-    log_path = out / "runs" / f"{method}-seed{seed}.log"
+    log_path = run_dir.with_name(f"{run_dir.name}.log")
     start = time.perf_counter()
     with open(log_path, "w") as log:
         proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
@@ -250,9 +258,7 @@ def run_one(args, method: str, seed: int) -> dict:
     if not args.keep_models:
         for weights in run_dir.glob("**/*.safetensors"):
             weights.unlink()
-    tmp = result_path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result, indent=1))
-    tmp.replace(result_path)
+    write_json_atomic(result_path, result)
     return result
 
 
@@ -281,18 +287,12 @@ def sec_trl_study_json(args, out: Path) -> dict:
     runs = []
     for seed in range(args.seeds):
         for method in args.methods:
-            path = out / "runs" / f"{method}-seed{seed}" / "result.json"
+            path = run_dir_of(out, method, seed) / "result.json"
             if path.exists():
                 runs.append(json.loads(path.read_text()))
     base_path = out / "base.json"
     base = json.loads(base_path.read_text()) if base_path.exists() else None
     return {"config": config_of(args), "base": base, "runs": runs}
-
-
-def write_json(data: dict, path: Path) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=1))
-    tmp.replace(path)
 
 
 def worker_command(args, method: str, seed: int) -> list[str]:
@@ -313,6 +313,8 @@ def main(argv=None) -> dict:
         from study_report import report
 
         return report(Path(args.report))
+    from sec_trl.ranking.cache import write_json_atomic  # here, not at import: --report stays light
+
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     if args.threads > 0:  # inherited by the training subprocesses
@@ -325,7 +327,7 @@ def main(argv=None) -> dict:
         method, seed = args.run_one[0], int(args.run_one[1])
         if method == "base":
             result = evaluate(args, args.model or "embedded", seed)
-            write_json(result, out / "base.json")
+            write_json_atomic(out / "base.json", result)
             return result
         return run_one(args, method, seed)
 
@@ -334,18 +336,13 @@ def main(argv=None) -> dict:
     json_path = out / f"{args.name}.json"
     order = [m for m in RUN_ORDER if m in args.methods]
     jobs = [] if (out / "base.json").exists() else [("base", 0)]
-    jobs += [
-        (m, s)
-        for s in range(args.seeds)
-        for m in order
-        if not (out / "runs" / f"{m}-seed{s}" / "result.json").exists()
-    ]
+    jobs += [(m, s) for s in range(args.seeds) for m in order if not (run_dir_of(out, m, s) / "result.json").exists()]
     print(f"{len(jobs)} job(s) to run ({args.jobs} at a time); results in {out}", flush=True)
     lock, failures, t0 = threading.Lock(), [], time.perf_counter()
 
     def job(method: str, seed: int) -> None:
         start = time.perf_counter()
-        log = out / "runs" / f"{method}-seed{seed}.worker.log"
+        log = run_dir_of(out, method, seed).with_name(f"{method}-seed{seed}.worker.log")
         with open(log, "w") as fh:
             proc = subprocess.run(worker_command(args, method, seed), stdout=fh, stderr=subprocess.STDOUT, cwd=ROOT)
         with lock:
@@ -353,7 +350,7 @@ def main(argv=None) -> dict:
                 failures.append(f"{method} seed {seed} (see {log})")
                 print(f"FAILED {method} seed {seed}; log {log}", flush=True)
                 return
-            write_json(sec_trl_study_json(args, out), json_path)
+            write_json_atomic(json_path, sec_trl_study_json(args, out))
             print(f"done {method} seed {seed} in {time.perf_counter() - start:.0f} s "
                   f"(elapsed {time.perf_counter() - t0:.0f} s)", flush=True)  # fmt: skip
 
@@ -361,7 +358,7 @@ def main(argv=None) -> dict:
         for fut in as_completed([pool.submit(job, m, s) for m, s in jobs]):
             fut.result()
     data = sec_trl_study_json(args, out)
-    write_json(data, json_path)
+    write_json_atomic(json_path, data)
     if failures:
         raise SystemExit(f"{len(failures)} run(s) failed: {'; '.join(failures)}; start the study again to retry them")
     from study_report import report

@@ -106,6 +106,11 @@ def _ci(triple, p=3) -> str:
     return f"{m:+.{p}f}" if lo is None else f"{m:+.{p}f} [{lo:+.{p}f}, {hi:+.{p}f}]"
 
 
+def _entropy_cell(method: str, s: dict) -> str:
+    """`start → final ± sd`: the mean step-1 entropy, then the final entropy's mean ± sd over seeds."""
+    return f"{_f(s['entropy_initial'][0], 2)} → {_msd(s['entropy_final'], 2)}"
+
+
 def _table(data: dict, columns: list[tuple[str, str, Callable[[str, dict], str], str | None]]) -> str:
     """A markdown table, one row per method (the config's order) after the base model's row.
 
@@ -133,7 +138,7 @@ def markdown_table(data: dict) -> str:
             (
                 "entropy start → final",
                 "---",
-                lambda m, s: f"{_f(s['entropy_initial'][0], 2)} → {_msd(s['entropy_final'], 2)}",
+                _entropy_cell,
                 None,
             ),
             ("collapsed", "---:", lambda m, s: s["collapsed"], None),
@@ -211,7 +216,7 @@ def compact_table(data: dict) -> str:
             (
                 "token entropy, step 1 → final",
                 "---",
-                lambda m, s: f"{_f(s['entropy_initial'][0], 2)} → {_msd(s['entropy_final'], 2)}",
+                _entropy_cell,
                 None,
             ),
             ("collapsed", "---:", lambda m, s: s["collapsed"], None),
