@@ -125,22 +125,18 @@ def test_clip_cov_metrics(seven_model_dir, tmp_path):
 def test_logp_advantage_covariance_is_logged_for_every_method(seven_model_dir, tmp_path, regularizer):
     trainer = make_trainer(seven_model_dir, tmp_path, loss_type="bnpo", token_regularizer=regularizer)
     inputs, _ = designed_batch(trainer)
-    advantages = [1.0, 0.5, -0.5, -1.0]  # the likely "7" completions rewarded, the unlikely "x" ones penalised
+    # the likely "7" completions rewarded, the unlikely "x" ones not; mean A = 0.25, so the centering matters
+    advantages = [1.0, 0.5, 0.0, -0.5]
     inputs["advantages"] = torch.tensor(advantages)
     trainer._compute_loss(trainer.model, inputs)
     logged = trainer._metrics["train"]["cov/logp_advantage"][-1]
     # by hand: the population covariance of (logp, A) over the 12 valid tokens (the padding excluded)
-    logps, _ = trainer._get_per_token_logps_and_entropies(
-        trainer.model,
-        torch.cat([inputs["prompt_ids"], inputs["completion_ids"]], 1),
-        torch.cat([inputs["prompt_mask"], inputs["completion_mask"]], 1),
-        inputs["completion_ids"].size(1),
-    )[:2]
+    logps = inputs["old_per_token_logps"] + LOG_RATIO  # designed_batch's log-probs, as the batch was built
     valid = MASK.bool()
     lp = logps.detach()[valid].double()
     adv = torch.tensor(advantages, dtype=torch.float64).unsqueeze(1).expand(4, 4)[valid]
     expected = ((lp - lp.mean()) * (adv - adv.mean())).mean().item()
-    assert expected > 3.0  # logp ~ -0.3 vs ~ -12 at A = +0.75 vs -0.75 on average: confident tokens reinforced
+    assert expected > 2.5  # logp ~ -0.3 vs ~ -12 at A = +0.75 vs -0.25 on average: confident tokens reinforced
     assert logged == pytest.approx(expected, rel=1e-4)
 
 
