@@ -68,11 +68,38 @@ SWEEP_METHODS: dict[str, list[str]] = {
 }
 DEFAULT_METHODS = list(METHODS)
 METHODS.update(SWEEP_METHODS)
+# The pre-registered token-loss study (benchmarks/PREREGISTRATION.md; `--preset token_study`): three arms, paired by
+# seed. sent_no_kl is SENT's loss with its KL term off, i.e. policy gradient without PPO clipping: it separates what
+# SENT's dropped clipping does from what its |logp - old_logp| term on k tokens does.
+TOKEN_METHODS: dict[str, list[str]] = {
+    "sent_no_kl": [*METHODS["sent_token"], "--kl_cov_coef", "0"],
+}
+METHODS.update(TOKEN_METHODS)
+TOKEN_STUDY_METHODS = ["grpo", "sent_token", "sent_no_kl"]
+# Its regime (chosen by the pilots of PREREGISTRATION.md; on top of the recipe, like REGIME): 60 steps, lr 5e-5 after
+# a 6-step linear warm-up (the first updates at full rate are where the exploratory study's runs derailed), and
+# cov_ratio 0.05 so that k is several tokens (~150 low-entropy tokens per loss computation -> k ~ 7).
+TOKEN_REGIME: dict[str, str] = {
+    **REGIME,
+    "lr_scheduler_type": "constant_with_warmup",
+    "warmup_steps": "6",
+    "cov_ratio": "0.05",
+}
+PRESETS = {
+    "token_study": {
+        "methods": TOKEN_STUDY_METHODS,
+        "regime": TOKEN_REGIME,
+        "steps": 60,
+        "seeds": 8,
+        "name": "token_study",
+        "archive": "benchmarks/results/token_study",
+    },
+}
 # Order of the runs within a seed: the three ranked-data methods far apart, so that the first one has cached the
 # seed's ranking before the next one starts (they share <out>/se_ranking-seed<s>).
 RUN_ORDER = [
     "se_curriculum", "grpo", "kl_cov", "sent_full", "entropy_bonus", "80_20", "grpo_se_shuffled", "clip_cov",
-    "sent_token", *SWEEP_METHODS,
+    "sent_token", *SWEEP_METHODS, "sent_no_kl",
 ]  # fmt: skip
 QUICK_METHODS = ["grpo", "sent_full"]
 PROMPTS_PER_ROLLOUT = 4  # recipe: per_device_train_batch_size 8 x steps_per_generation 2 / num_generations 4
@@ -83,6 +110,11 @@ K_METRICS = {
     "sent": "sent/high_cov_tokens",
     "kl_cov": "kl_cov/high_cov_tokens",
     "clip_cov": "clip_cov/cov_clipped_tokens",
+}
+# Per-step metrics kept when logged: step-record key -> trainer metric
+EXTRA_METRICS = {
+    "high_cov_abs_log_ratio": "sent/high_cov_abs_log_ratio",  # SENT: mean |logp - old_logp| on the strong-KL tokens
+    "learning_rate": "learning_rate",
 }
 
 
@@ -96,8 +128,16 @@ def parse_args(argv=None):
         choices=sorted(METHODS),
         help="default: the nine of the study (not the sweep's)",
     )
+    p.add_argument("--preset", default=None, choices=sorted(PRESETS), help="a pre-registered study's settings")
     p.add_argument("--seeds", type=int, default=None, help="seeds per method (0, 1, ...); default 3 (--quick: 1)")
-    p.add_argument("--steps", type=int, default=24, help="optimizer steps per run (even: 2 per rollout batch)")
+    p.add_argument("--first_seed", type=int, default=0, help="seeds run are first_seed, first_seed + 1, ... (pilots)")
+    p.add_argument("--steps", type=int, default=None, help="optimizer steps per run (even: 2 per rollout batch; 24)")
+    p.add_argument(
+        "--archive",
+        default=None,
+        help="folder (committed) holding each finished run's result.json as <method>-seed<s>.json: runs found "
+        "there are restored and skipped, so a study resumes on a fresh clone",
+    )
     p.add_argument("--eval_prompts", type=int, default=64, help="held-out prompts")
     p.add_argument("--k", type=int, default=8, help="samples per held-out prompt (avg@k, pass@k)")
     p.add_argument("--se_num_samples", type=int, default=4, help="samples per prompt for the SE ranking")
@@ -106,12 +146,18 @@ def parse_args(argv=None):
     p.add_argument("--set", nargs="*", default=[], metavar="FLAG=VALUE", help="override a REGIME flag (sweeps)")
     p.add_argument("--keep_models", action="store_true", help="keep the trained weights (default: deleted after eval)")
     p.add_argument("--threads", type=int, default=1, help="torch / OpenMP threads per process (0: library default)")
-    p.add_argument("--name", default="entropy_collapse", help="stem of the study's JSON / table / figure in --out")
+    p.add_argument("--name", default=None, help="stem of the study's JSON / table / figure in --out (entropy_collapse)")
     p.add_argument("--report", default=None, metavar="JSON", help="only render the table and figure of a study JSON")
     p.add_argument("--quick", action="store_true", help="smoke run: 2 methods, 1 seed, 2 steps, 4 prompts, k=2")
     p.add_argument("--run_one", nargs=2, metavar=("METHOD", "SEED"), help=argparse.SUPPRESS)  # worker entry point
     args = p.parse_args(argv)
-    args.regime = dict(REGIME)
+    preset = PRESETS.get(args.preset, {})
+    args.regime = dict(preset.get("regime", REGIME))
+    args.methods = args.methods or preset.get("methods")
+    args.steps = preset.get("steps", 24) if args.steps is None else args.steps
+    args.seeds = preset.get("seeds") if args.seeds is None else args.seeds
+    args.name = args.name or preset.get("name", "entropy_collapse")
+    args.archive = args.archive or preset.get("archive")
     for item in args.set:
         key, sep, value = item.partition("=")
         if not sep or not key:
@@ -140,6 +186,10 @@ def splits(args):
     from sec_trl.data import make_arithmetic_splits
 
     return make_arithmetic_splits(num_train_prompts(args.steps), args.eval_prompts, seed=0)
+
+
+def seeds_of(args) -> list[int]:
+    return list(range(args.first_seed, args.first_seed + args.seeds))
 
 
 def eval_seed(seed: int) -> int:
@@ -185,6 +235,9 @@ def step_records(log_history: list[dict]) -> list[dict]:
         for metric in K_METRICS.values():
             if metric in entry:
                 rec["k"] = float(entry[metric])
+        for key, metric in EXTRA_METRICS.items():
+            if metric in entry:
+                rec[key] = float(entry[metric])
         steps[rec["step"]] = rec
     return [steps[s] for s in sorted(steps)]
 
@@ -272,8 +325,8 @@ def config_of(args) -> dict:
         "prompts_per_rollout": PROMPTS_PER_ROLLOUT,
         "eval_prompts": args.eval_prompts,
         "k": args.k,
-        "seeds": list(range(args.seeds)),
-        "eval_seeds": [eval_seed(s) for s in range(args.seeds)],
+        "seeds": seeds_of(args),
+        "eval_seeds": [eval_seed(s) for s in seeds_of(args)],
         "se_num_samples": args.se_num_samples,
         "threads": args.threads,
         "methods": {m: METHODS[m] for m in args.methods},
@@ -285,7 +338,7 @@ def sec_trl_study_json(args, out: Path) -> dict:
     """`{"config", "base", "runs": [{"method", "seed", "steps": [{"step", "entropy", "reward", "cov"[, "k"]}],
     "eval": {"k", "num_prompts", "avg_at_k", "pass_at_k", "per_prompt_correct", ...}, ...}]}` of the finished runs."""
     runs = []
-    for seed in range(args.seeds):
+    for seed in seeds_of(args):
         for method in args.methods:
             path = run_dir_of(out, method, seed) / "result.json"
             if path.exists():
@@ -295,10 +348,37 @@ def sec_trl_study_json(args, out: Path) -> dict:
     return {"config": config_of(args), "base": base, "runs": runs}
 
 
+def restore_archive(args, out: Path) -> Path | None:
+    """Copy the archived results (committed, `<archive>/<method>-seed<s>.json`, `base.json`) into `out`'s run dirs,
+    so that those runs are skipped: the study resumes from the repository on a fresh machine."""
+    if not args.archive:
+        return None
+    archive = (ROOT / args.archive) if not Path(args.archive).is_absolute() else Path(args.archive)
+    archive.mkdir(parents=True, exist_ok=True)
+    for path in archive.glob("*.json"):
+        if path.name == "base.json":
+            target = out / "base.json"
+        else:
+            method, _, seed = path.stem.rpartition("-seed")
+            target = run_dir_of(out, method, int(seed)) / "result.json"
+        if not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, target)
+    return archive
+
+
+def archive_run(archive: Path, out: Path, method: str, seed: int, json_path: Path) -> None:
+    """A finished run's result (and the study JSON so far) into the archive, ready to commit."""
+    src = out / "base.json" if method == "base" else run_dir_of(out, method, seed) / "result.json"
+    shutil.copyfile(src, archive / ("base.json" if method == "base" else f"{method}-seed{seed}.json"))
+    shutil.copyfile(json_path, archive.parent / json_path.name)
+
+
 def worker_command(args, method: str, seed: int) -> list[str]:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--run_one", method, str(seed), "--out", str(args.out)]
     cmd += ["--steps", str(args.steps), "--eval_prompts", str(args.eval_prompts), "--k", str(args.k)]
     cmd += ["--se_num_samples", str(args.se_num_samples), "--threads", str(args.threads), "--seeds", str(args.seeds)]
+    cmd += ["--first_seed", str(args.first_seed)]
     cmd += ["--set", *(f"{k}={v}" for k, v in args.regime.items()), "--name", args.name]
     if args.model:
         cmd += ["--model", args.model]
@@ -335,8 +415,9 @@ def main(argv=None) -> dict:
     (out / "runs").mkdir(exist_ok=True)
     json_path = out / f"{args.name}.json"
     order = [m for m in RUN_ORDER if m in args.methods]
+    archive = restore_archive(args, out)
     jobs = [] if (out / "base.json").exists() else [("base", 0)]
-    jobs += [(m, s) for s in range(args.seeds) for m in order if not (run_dir_of(out, m, s) / "result.json").exists()]
+    jobs += [(m, s) for s in seeds_of(args) for m in order if not (run_dir_of(out, m, s) / "result.json").exists()]
     print(f"{len(jobs)} job(s) to run ({args.jobs} at a time); results in {out}", flush=True)
     lock, failures, t0 = threading.Lock(), [], time.perf_counter()
 
@@ -351,6 +432,8 @@ def main(argv=None) -> dict:
                 print(f"FAILED {method} seed {seed}; log {log}", flush=True)
                 return
             write_json_atomic(json_path, sec_trl_study_json(args, out))
+            if archive is not None:
+                archive_run(archive, out, method, seed, json_path)
             print(f"done {method} seed {seed} in {time.perf_counter() - start:.0f} s "
                   f"(elapsed {time.perf_counter() - t0:.0f} s)", flush=True)  # fmt: skip
 
