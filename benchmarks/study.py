@@ -146,7 +146,7 @@ def parse_args(argv=None):
     p.add_argument("--set", nargs="*", default=[], metavar="FLAG=VALUE", help="override a REGIME flag (sweeps)")
     p.add_argument("--keep_models", action="store_true", help="keep the trained weights (default: deleted after eval)")
     p.add_argument("--threads", type=int, default=1, help="torch / OpenMP threads per process (0: library default)")
-    p.add_argument("--name", default=None, help="stem of the study's JSON / table / figure in --out (entropy_collapse)")
+    p.add_argument("--name", default=None, help="stem of the JSON / table / figure in --out (entropy_collapse)")
     p.add_argument("--report", default=None, metavar="JSON", help="only render the table and figure of a study JSON")
     p.add_argument("--quick", action="store_true", help="smoke run: 2 methods, 1 seed, 2 steps, 4 prompts, k=2")
     p.add_argument("--run_one", nargs=2, metavar=("METHOD", "SEED"), help=argparse.SUPPRESS)  # worker entry point
