@@ -30,6 +30,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from . import resources
 from .training_curves import TRAINING_CURVES as TRAINING_CURVES
 from .training_curves import _evaluation_rows, _metric_summary
 from .training_curves import _series as _series
@@ -38,7 +39,7 @@ from .training_curves import plot_training_curves as plot_training_curves
 
 logger = logging.getLogger(__name__)
 
-TEMPLATE_PATH = Path(__file__).resolve().parent.parent / "model_cards" / "sent_model_card.md.j2"
+TEMPLATE_NAME = "sent_model_card.md.j2"  # in model_cards/, shipped in the wheel (sec_trl.resources)
 CARD_FILENAME = "README.md"
 ASSETS_DIRNAME = "assets"
 SE_HISTOGRAM_FILENAME = "se_histogram.png"
@@ -343,11 +344,11 @@ def render_model_card(
     """
     from huggingface_hub import ModelCard, ModelCardData
 
-    template = Path(template_path) if template_path is not None else TEMPLATE_PATH
+    template = Path(template_path) if template_path is not None else resources.template_path(TEMPLATE_NAME)
     if not template.is_file():
         raise FileNotFoundError(
-            f"Model card template {template.name} not found: it ships in the repository's model_cards/ folder "
-            "(install sec_trl from a checkout, `pip install -e .`, or pass template_path)."
+            f"Model card template {template.name} not found: sec_trl ships it in its model_cards/ folder "
+            "(reinstall sec_trl), or pass template_path."
         )
 
     out = Path(output_dir)

@@ -6,7 +6,6 @@ taken from the training config) and that its outputs are turned into the same ra
 about vLLM's own behaviour, and nothing here was run with the real vLLM.
 """
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -97,12 +96,8 @@ def test_two_processes_run_one_engine_each_and_rank_identically(tiny_model_dir, 
 def test_train_py_ranks_with_vllm_and_the_training_sampling(tiny_model_dir, tmp_path, vllm_stand_in):
     """`train.py --use_vllm true --curriculum true`: the ranking step samples with vLLM, at the training's
     temperature and top_p (the training itself, TRL's vLLM, is not exercised: the stand-in is not vLLM)."""
-    from sec_trl import SETGRPOConfig
+    from sec_trl import SETGRPOConfig, train
 
-    spec = importlib.util.spec_from_file_location("sec_trl_train_script", ROOT / "train.py")
-    train = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = train  # dataclasses look their module up there
-    spec.loader.exec_module(train)
     script_args = train.SENTScriptArguments(arithmetic_num_train=6, se_num_samples=4, se_max_new_tokens=4)
     args = SETGRPOConfig(
         output_dir=str(tmp_path / "run"), use_vllm=True, temperature=0.7, top_p=0.9, curriculum=True, report_to="none"

@@ -9,10 +9,8 @@ use (and `SETGRPOConfig`'s validation) is what keeps them true. The CPU commands
 
 from __future__ import annotations
 
-import importlib.util
 import re
 import shlex
-import sys
 from pathlib import Path
 
 import pytest
@@ -60,11 +58,9 @@ def _split_launch(words: list[str]) -> tuple[list[str], list[str]]:
 
 
 def _load_train_module():
-    spec = importlib.util.spec_from_file_location("sec_trl_train_readme", ROOT / "train.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    from sec_trl import train
+
+    return train
 
 
 def _check_config_files(args: list[str]) -> list[str]:

@@ -1,7 +1,6 @@
 """Every recipe parses through train.py's real parser, passes validation, and keeps the KL term active; the reference
 run and its baselines carry the papers' settings."""
 
-import sys
 from pathlib import Path
 
 import pytest
@@ -19,8 +18,7 @@ BASELINES = {
 @pytest.fixture(scope="module")
 def parser():
     """A factory: TrlParser keeps a parsed config's values as defaults, so each recipe gets a fresh parser."""
-    sys.path.insert(0, str(ROOT))
-    import train
+    from sec_trl import train
 
     return train.make_parser
 

