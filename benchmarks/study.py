@@ -331,6 +331,7 @@ def config_of(args) -> dict:
         "threads": args.threads,
         "methods": {m: METHODS[m] for m in args.methods},
         "reference_method": REFERENCE,
+        "preset": args.preset,
     }
 
 
@@ -390,9 +391,7 @@ def worker_command(args, method: str, seed: int) -> list[str]:
 def main(argv=None) -> dict:
     args = parse_args(argv)
     if args.report:
-        from study_report import report
-
-        return report(Path(args.report))
+        return report_of(Path(args.report))
     from sec_trl.ranking.cache import write_json_atomic  # here, not at import: --report stays light
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -444,9 +443,17 @@ def main(argv=None) -> dict:
     write_json_atomic(json_path, data)
     if failures:
         raise SystemExit(f"{len(failures)} run(s) failed: {'; '.join(failures)}; start the study again to retry them")
-    from study_report import report
+    return report_of(json_path)
 
-    return report(json_path)
+
+def report_of(path: Path) -> dict:
+    """The pre-registered token study's analysis (token_study_report) for its JSONs, else the exploratory report."""
+    data = json.loads(Path(path).read_text())
+    if data["config"].get("preset") == "token_study" or Path(path).stem.startswith("token_study"):
+        from token_study_report import report
+    else:
+        from study_report import report
+    return report(Path(path))
 
 
 if __name__ == "__main__":

@@ -100,10 +100,15 @@ def _msd(pair, p=3) -> str:
 
 
 def _ci(triple, p=3) -> str:
+    """`mean [lo, hi]`; an interval of zero width (every paired difference equal) is not printed as an interval."""
     m, lo, hi = triple
     if m is None:
         return ""
-    return f"{m:+.{p}f}" if lo is None else f"{m:+.{p}f} [{lo:+.{p}f}, {hi:+.{p}f}]"
+    if lo is None:
+        return f"{m:+.{p}f}"
+    if hi - lo == 0:
+        return f"{m:+.{p}f} (identical differences, no interval)"
+    return f"{m:+.{p}f} [{lo:+.{p}f}, {hi:+.{p}f}]"
 
 
 def _entropy_cell(method: str, s: dict) -> str:

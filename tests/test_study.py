@@ -5,8 +5,10 @@ deletes one finished run and starts the study again: only that run is redone (re
 The `slow` test runs `--quick` on the embedded SmolLM2-135M-Instruct, as a user would.
 """
 
+import itertools
 import json
 import math
+import random
 import subprocess
 import sys
 from pathlib import Path
@@ -19,6 +21,7 @@ sys.path.insert(0, str(STUDY.parent))
 
 import study  # noqa: E402
 import study_report  # noqa: E402
+import token_study_report as tsr  # noqa: E402
 
 
 def test_methods_and_the_regime_keep_the_kl_terms_active():
@@ -229,3 +232,109 @@ def test_committed_results_have_the_schema_and_reproduce_their_table(name):
     if name == "entropy_collapse":
         assert set(seeds) == set(study.DEFAULT_METHODS) and all(len(s) >= 3 for s in seeds.values())
     assert study_report.markdown_table(data) in path.with_suffix(".md").read_text()
+
+
+# ---- the pre-registered token study (benchmarks/PREREGISTRATION.md) ----
+
+
+def test_token_study_preset_is_the_preregistered_design():
+    args = study.parse_args(["--preset", "token_study"])
+    assert args.methods == ["grpo", "sent_token", "sent_no_kl"] and args.seeds == 8 and args.steps == 60
+    assert study.seeds_of(args) == list(range(8)) and args.name == "token_study"
+    assert args.regime["lr_scheduler_type"] == "constant_with_warmup" and args.regime["warmup_steps"] == "6"
+    no_kl = study.train_command(args, "sent_no_kl", 3, Path("/r"), Path("/o"))
+    sent = study.train_command(args, "sent_token", 3, Path("/r"), Path("/o"))
+    assert no_kl[: len(sent)] == sent and no_kl[len(sent) :] == ["--kl_cov_coef", "0"]  # the only difference
+    pilots = study.parse_args(["--preset", "token_study", "--first_seed", "100", "--seeds", "2", "--steps", "80"])
+    assert study.seeds_of(pilots) == [100, 101] and pilots.steps == 80
+
+
+def test_student_t_matches_tabulated_values():
+    for df, q975 in ((1, 12.706), (2, 4.303), (7, 2.365), (30, 2.042)):
+        assert tsr.t_quantile(0.975, df) == pytest.approx(q975, abs=1e-3)
+        assert tsr.t_sf_two_sided(q975, df) == pytest.approx(0.05, abs=2e-4)
+    assert tsr.t_quantile(0.8, 7) == pytest.approx(0.896, abs=1e-3)
+    assert tsr.t_sf_two_sided(0.0, 5) == pytest.approx(1.0)
+
+
+def _wilcoxon_brute(diffs):
+    d = [x for x in diffs if x != 0]
+    ranks = {v: (sorted(abs(x) for x in d).index(v) + 1 + len([x for x in d if abs(x) <= v])) / 2 for v in map(abs, d)}
+    r = [ranks[abs(x)] for x in d]
+    w = sum(ri for ri, x in zip(r, d, strict=True) if x > 0)
+    mean = sum(r) / 2
+    sums = [sum(ri for ri, s in zip(r, signs, strict=True) if s) for signs in itertools.product([0, 1], repeat=len(r))]
+    return w, sum(abs(s - mean) >= abs(w - mean) - 1e-9 for s in sums) / len(sums)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_wilcoxon_exact_equals_brute_force_enumeration(seed):
+    rng = random.Random(seed)
+    diffs = [rng.choice([-3, -2, -1, 0, 1, 1, 2, 4]) * 0.1 for _ in range(rng.randint(3, 9))]  # ties and zeros
+    w, p, n = tsr.wilcoxon_exact(diffs)
+    bw, bp = _wilcoxon_brute(diffs)
+    assert n == sum(d != 0 for d in diffs) and w == pytest.approx(bw) and p == pytest.approx(bp)
+    assert tsr.wilcoxon_exact([0.1 * i for i in range(1, 9)])[1] == pytest.approx(2 / 256)  # all 8 positive
+
+
+def _token_run(method, seed, entropies, avg, rewards=0.5, ratio=0.02):
+    steps = []
+    for i, e in enumerate(entropies):
+        rec = {"step": i + 1, "entropy": e, "reward": rewards if i % 2 == 0 else None, "cov": 0.01}
+        rec["high_cov_abs_log_ratio"] = 0.0 if i % 2 == 0 else ratio  # on-policy steps: exactly 0
+        steps.append(rec)
+    ev = {"k": 8, "num_prompts": 64, "avg_at_k": avg, "pass_at_k": avg * 2, "per_prompt_correct": []}
+    return {"method": method, "seed": seed, "steps": steps, "eval": ev}
+
+
+def test_token_study_endpoints_follow_the_preregistered_rules():
+    flat, falling = [2.0] * 12, [2.0, 2.0] + [0.9] * 10  # last 10 at 0.9 < half of steps 1-2 (1.0)
+    r = tsr.run_endpoints(_token_run("grpo", 0, falling, 0.2), base_avg=0.1)
+    assert r["collapsed"] and not r["derailed"] and r["log_final"] == pytest.approx(math.log(0.9))
+    assert r["high_cov_abs_log_ratio"] == pytest.approx(0.02)  # the off-policy steps only
+    assert not tsr.run_endpoints(_token_run("grpo", 0, [2.0, 2.0] + [1.0] * 10, 0.2), 0.1)["collapsed"]  # not under
+    derailed = tsr.run_endpoints(_token_run("grpo", 0, flat, 0.05, rewards=0.0), base_avg=0.1)
+    assert derailed["derailed"]  # reward < 0.05 in the second half AND avg@8 under the base model's
+    assert not tsr.run_endpoints(_token_run("grpo", 0, flat, 0.2, rewards=0.0), base_avg=0.1)["derailed"]
+
+
+def test_token_study_report_tests_pairs_and_labels_interim(tmp_path):
+    runs = []
+    for seed in range(4):
+        runs.append(_token_run("grpo", seed, [2.0, 2.0] + [0.4 + 0.1 * seed] * 10, 0.2))
+        runs.append(_token_run("sent_token", seed, [2.0, 2.0] + [0.8 + 0.1 * seed] * 10, 0.25))
+        runs.append(_token_run("sent_no_kl", seed, [2.0, 2.0] + [0.8 + 0.1 * seed] * 10, 0.25))
+    data = {"config": {"k": 8, "steps": 12, "regime": {}, "seeds": list(range(8)), "preset": "token_study",
+                       "methods": {"grpo": [], "sent_token": [], "sent_no_kl": []}},
+            "base": {"avg_at_k": 0.1}, "runs": runs}  # fmt: skip
+    result = tsr.analyse(data)
+    assert result["interim"] and (result["runs"], result["planned_runs"]) == (12, 24)
+    d = result["comparisons"]["sent_token - grpo"]["log_final"]
+    expected = [math.log(0.8 + 0.1 * s) - math.log(0.4 + 0.1 * s) for s in range(4)]
+    assert d["n"] == 4 and d["mean"] == pytest.approx(sum(expected) / 4)
+    assert d["p_t"] < 0.05 and d["p_wilcoxon"] == pytest.approx(2 / 16)  # 4 of 4 positive: the exact minimum
+    same = result["comparisons"]["sent_token - sent_no_kl"]
+    assert same["avg_at_k"]["lo"] is None  # four identical differences (0): no interval
+    text = tsr.render(data, result)
+    assert "Interim: 12 of 24" in text and "identical values, no interval" in text and "[+0.000, +0.000]" not in text
+    path = tmp_path / "token_study.json"
+    path.write_text(json.dumps(data))
+    out = study.report_of(path)  # the study's --report dispatches to the pre-registered analysis
+    assert out["interim"] and path.with_suffix(".md").read_text().strip() == out["text"].strip()
+
+
+def test_archive_restores_committed_runs_so_the_study_resumes(tmp_path):
+    archive, out = tmp_path / "archive", tmp_path / "out"
+    archive.mkdir()
+    (archive / "grpo-seed3.json").write_text(json.dumps({"method": "grpo", "seed": 3}))
+    (archive / "base.json").write_text(json.dumps({"avg_at_k": 0.1}))
+    args = study.parse_args(["--preset", "token_study", "--archive", str(archive)])
+    assert study.restore_archive(args, out) == archive
+    assert json.loads((study.run_dir_of(out, "grpo", 3) / "result.json").read_text())["seed"] == 3
+    assert (out / "base.json").exists()
+    json_path = out / "token_study.json"
+    json_path.write_text("{}")
+    study.run_dir_of(out, "sent_token", 1).mkdir(parents=True)
+    (study.run_dir_of(out, "sent_token", 1) / "result.json").write_text("{}")
+    study.archive_run(archive, out, "sent_token", 1, json_path)
+    assert (archive / "sent_token-seed1.json").exists() and (tmp_path / "token_study.json").exists()
