@@ -220,14 +220,19 @@ def build_sampler(
     vllm_kwargs=None,
     trust_remote_code=False,
     revision=None,
+    chat_template_kwargs=None,
 ):
     """A :class:`TransformersSampler` (model loaded by :func:`load_model`) or, with ``use_vllm``, a
-    :class:`VLLMSampler` (``vllm.LLM`` on the model path, with ``vllm_kwargs``)."""
+    :class:`VLLMSampler` (``vllm.LLM`` on the model path, with ``vllm_kwargs``); message prompts are rendered with
+    ``chat_template_kwargs`` (a dict or a JSON object string, as TRL's ``GRPOConfig`` field)."""
+    from sec_trl.generation import parse_chat_template_kwargs
+
+    chat_template_kwargs = parse_chat_template_kwargs(chat_template_kwargs)
     if not use_vllm:
         model, tokenizer = load_model(
             model_or_path, tokenizer, dtype, device=device, trust_remote_code=trust_remote_code, revision=revision
         )
-        return TransformersSampler(model, tokenizer)
+        return TransformersSampler(model, tokenizer, chat_template_kwargs)
     if not (model_or_path is None or isinstance(model_or_path, str)):
         raise ValueError("use_vllm needs a model path or Hub id (vLLM loads the weights itself), not a model object")
     from transformers import AutoTokenizer
@@ -238,4 +243,4 @@ def build_sampler(
     kwargs = {"dtype": dtype or "auto", "trust_remote_code": trust_remote_code, **(vllm_kwargs or {})}
     if revision:
         kwargs["revision"] = revision
-    return VLLMSampler(path, tokenizer, seed=seed, **kwargs)
+    return VLLMSampler(path, tokenizer, seed=seed, chat_template_kwargs=chat_template_kwargs, **kwargs)
