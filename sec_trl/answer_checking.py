@@ -233,13 +233,16 @@ class AnswerChecker:
         """
         return self.decide([(answer_of(a), answer_of(b), True)])[0]
 
-    def check_batch(self, completions: Sequence[str], references: Sequence[str]) -> list[bool]:
+    def check_batch(self, completions: Sequence[str], references: Sequence[str], *, extract=None) -> list[bool]:
         """:meth:`check` over pairs. Fast-path pairs are decided in this process; the worker sees each distinct
-        remaining (reference, answer) pair once, and the verdict cache serves repeats across calls."""
+        remaining (reference, answer) pair once, and the verdict cache serves repeats across calls. ``extract``
+        reads a completion's answer (default :func:`extract_final_answer`; the evaluation's paper protocol passes
+        :func:`~sec_trl.answer_extraction.extract_paper_answer`)."""
         if len(completions) != len(references):
             raise ValueError(f"got {len(completions)} completions but {len(references)} references")
+        extract = extract_final_answer if extract is None else extract
         items = [
-            (reference_answer(r), extract_final_answer(c) if isinstance(c, str) else None, False)
+            (reference_answer(r), extract(c) if isinstance(c, str) else None, False)
             for c, r in zip(completions, references, strict=True)
         ]
         return self.decide(items)

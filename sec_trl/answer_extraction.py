@@ -23,6 +23,7 @@ __all__ = [
     "MAX_TAIL_CHARS",
     "answer_of",
     "extract_final_answer",
+    "extract_paper_answer",
     "match_braces",
     "nesting_depth",
     "normalize_answer",
@@ -46,6 +47,7 @@ _MAX_NUMBER_CHARS = 64
 
 _BOXED_RE = re.compile(r"\\(?:boxed|fbox)\s*\{")
 _ANSWER_MARKER_RE = re.compile(r"\banswer\b\s*(?:is\b\s*:?|:)", re.IGNORECASE)
+_ANSWER_IS_RE = re.compile(r"\banswer\s+is\b\s*:?", re.IGNORECASE)
 _LAST_NUMBER_RE = re.compile(
     r"(?:(?<![0-9A-Za-z)\]}])-)?(?:[0-9]{1,3}(?:,[0-9]{3})+(?![0-9])|[0-9]+)(?:\.[0-9]+)?", re.ASCII
 )
@@ -103,9 +105,9 @@ def _strip_answer(answer: str) -> str:
             return s
 
 
-def _marker_answer(text: str) -> str | None:
+def _marker_answer(text: str, marker=_ANSWER_MARKER_RE) -> str | None:
     """The text after the last "answer is" / "answer:" marker, up to the end of its line or sentence."""
-    matches = list(_ANSWER_MARKER_RE.finditer(text))
+    matches = list(marker.finditer(text))
     if not matches:
         return None
     last = matches[-1]
@@ -176,6 +178,31 @@ def extract_final_answer(text: str) -> str | None:
     if marker is not None:
         return marker
     return _last_number(window)
+
+
+def extract_paper_answer(text: str) -> str | None:
+    """The final answer as the SENT paper's evaluation reads it: the last non-empty ``\\boxed{}``, else the
+    sentence containing the last "answer is" (the part after the marker, as in :func:`extract_final_answer`'s
+    rule 2), else ``None``: unlike :func:`extract_final_answer`, no "answer:" marker and no last-number fallback, so
+    a completion cut off mid-reasoning is not credited with a number it happened to end on.
+
+    Bounded like everything here (the last :data:`MAX_TAIL_CHARS` characters, regular expressions and linear scans).
+
+    Examples:
+        >>> extract_paper_answer("so \\\\boxed{12}.")
+        '12'
+        >>> extract_paper_answer("Thus the final answer is $7$. Done.")
+        '7'
+        >>> extract_paper_answer("Answer: 7") is None, extract_paper_answer("... and 3 + 4 = 7") is None
+        (True, True)
+    """
+    if not isinstance(text, str):
+        return None
+    window = _tail(text)
+    boxed = [content.strip() for content in _boxed_contents(window) if content.strip()]
+    if boxed:
+        return boxed[-1]
+    return _marker_answer(window, _ANSWER_IS_RE)
 
 
 # Parts of a bare answer that may contain words: \text{...} and friends.

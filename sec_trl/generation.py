@@ -40,10 +40,30 @@ def stream_seed(seed: int, stream: int, index: int, bits: int = 31) -> int:
     return int(word) & ((1 << bits) - 1)
 
 
-def prompt_token_ids(tokenizer, prompt: Any) -> list[int]:
+def parse_chat_template_kwargs(value: Any, flag: str = "--chat_template_kwargs") -> dict | None:
+    """``chat_template_kwargs`` as TRL's ``GRPOConfig`` field takes it: a dict, a JSON object string (the command
+    line's form, e.g. ``'{"enable_thinking": false}'``), or None / empty (no extra arguments, returned as None)."""
+    if value is None or value == "" or value == {}:
+        return None
+    if isinstance(value, str):
+        import json
+
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise ValueError(
+                f"{flag} must be a JSON object such as '{{\"enable_thinking\": false}}', got {value!r}"
+            ) from exc
+    if not isinstance(value, dict):
+        raise ValueError(f"{flag} must be a JSON object (a dict of apply_chat_template arguments), got {value!r}")
+    return dict(value) or None
+
+
+def prompt_token_ids(tokenizer, prompt: Any, chat_template_kwargs: dict | None = None) -> list[int]:
     """The prompt's token ids as TRL's GRPO trainer feeds them: chat messages through the chat template with the
-    generation prompt; a plain string as is, without added special tokens (TRL tokenizes its standard format with
-    ``add_special_tokens=False``)."""
+    generation prompt and the training's ``chat_template_kwargs`` (``GRPOConfig.chat_template_kwargs``, which TRL
+    passes to ``apply_chat_template``); a plain string as is, without added special tokens (TRL tokenizes its
+    standard format with ``add_special_tokens=False``)."""
     if isinstance(prompt, str):
         return list(tokenizer(prompt, add_special_tokens=False)["input_ids"])
     if not getattr(tokenizer, "chat_template", None):
@@ -53,7 +73,9 @@ def prompt_token_ids(tokenizer, prompt: Any) -> list[int]:
             "wrap_string_prompts=False) in Python)."
         )
     messages = [{key: value for key, value in m.items() if value is not None} for m in prompt]
-    text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    text = tokenizer.apply_chat_template(
+        messages, add_generation_prompt=True, tokenize=False, **(chat_template_kwargs or {})
+    )
     return list(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 

@@ -196,6 +196,7 @@ def rank_for_curriculum(train_dataset, model_path: str, script_args: SENTScriptA
         vllm_gpu_memory_utilization=training_args.vllm_gpu_memory_utilization,
         temperature=training_args.temperature,  # the rollouts' sampling, as in the reference
         top_p=training_args.top_p,
+        chat_template_kwargs=training_args.chat_template_kwargs,  # the prompts as the trainer renders them
     )
     logger.info(
         "Semantic-entropy ranking before training: %d prompts x %d samples x up to %d new tokens (%d generations, "

@@ -1,7 +1,7 @@
 """The paper's six benchmarks as Hub datasets, and loading any evaluation set with the shared prompt format.
 
-Each shortcut maps to a public Hub dataset (id, config, split, prompt column, answer column) and a default k (the
-number of samples per prompt, hence avg@k / pass@k). Where each mapping comes from:
+Each shortcut maps to a public Hub dataset (id, config, split, prompt column, answer column). Where each mapping comes
+from:
 
 - ``math500``: ``HuggingFaceH4/MATH-500``, split ``test``, ``problem`` / ``answer`` -- lighteval
   ``src/lighteval/tasks/tasks/math_500.py`` (huggingface/lighteval), the open-r1 evaluation suite.
@@ -18,9 +18,20 @@ number of samples per prompt, hence avg@k / pass@k). Where each mapping comes fr
 - ``minerva``: ``math-ai/minervamath``, split ``test``, ``question`` / ``answer`` -- the verl data-preprocessing
   example ``examples/data_preprocess/math/eval_math_minerva-math.py`` (yuki-younai/verl-alignment, a verl fork).
 
-Default k: 32 for the small, high-variance competition sets (AIME24, AIME25: 30 problems; AMC23: 40), as the
-entropy-RL papers this project follows report AIME as Avg@32; 4 for MATH500, OlympiadBench and Minerva. These are
-this project's documented defaults, not numbers verified against the SENT paper's text; ``--k`` overrides them.
+The paper's protocol (:mod:`sec_trl.evaluation.paper`; ``--benchmarks`` without ``--k``): every benchmark is
+sampled once with 32 completions per prompt, and Avg@k / Pass@k are reported for k = 8, 16 and 32 over the first k
+of them -- the SENT paper's Tables II and I (its pass values, multiples of 1/30 on AIME and 1/40 on AMC, come from the
+k samples themselves) -- with the unbiased pass@k estimator over all 32 beside them, and each table's "Avg.", the
+mean of its 18 (benchmark, k) cells. Defaults are the authors' evaluation settings (their OpenCompass configs):
+temperature 1.0, top_p 1.0, 8000 new tokens, "Please reason step by step, and put your final answer within
+\\boxed{}." after each problem, the answer read from the last box, else the "answer is" sentence
+(``--answer_extraction paper``); every flag given overrides its default and the report lists what differs from the
+paper. What still differs whatever the flags: the instruction follows a blank line (theirs: one newline), answers
+are compared by math-verify (theirs: OpenCompass's MATHEvaluator v2), and the data are the Hub datasets above (theirs:
+OpenCompass's copies; the paper's OlympiadBench values are multiples of 1/675, its Minerva ones of 1/272 -- the
+row counts of the Hub copies were not checked here, the Hub being unreachable). The full protocol is about 1,550
+prompts (30 + 30 + 40 + 500 + ~675 + 272) x 32, some 49,000 completions of up to 8,000 tokens: a GPU job
+(``--use_vllm true``), not a CPU one.
 
 Test seam: the environment variable :data:`BENCHMARK_DIR_ENV` (``SEC_TRL_TEST_BENCHMARK_DIR``) names a directory
 holding local stand-ins laid out like the Hub (``<dir>/<hub id>/``, e.g. ``<dir>/HuggingFaceH4/MATH-500``). When it
@@ -44,26 +55,25 @@ BENCHMARK_DIR_ENV = "SEC_TRL_TEST_BENCHMARK_DIR"
 
 @dataclass(frozen=True)
 class Benchmark:
-    """A benchmark on the Hub: what ``datasets.load_dataset(hub_id, config, split=split)`` returns, which columns
-    hold the problem and the reference answer, and the default number of samples per prompt."""
+    """A benchmark on the Hub: what ``datasets.load_dataset(hub_id, config, split=split)`` returns, and which
+    columns hold the problem and the reference answer."""
 
     hub_id: str
     split: str
     prompt_column: str
     answer_column: str
-    k: int
     config: str | None = None
 
 
 BENCHMARKS: dict[str, Benchmark] = {
-    "aime24": Benchmark("HuggingFaceH4/aime_2024", "train", "problem", "answer", k=32),
-    "aime25": Benchmark("yentinglin/aime_2025", "train", "problem", "answer", k=32),
-    "amc23": Benchmark("math-ai/amc23", "test", "question", "answer", k=32),
-    "math500": Benchmark("HuggingFaceH4/MATH-500", "test", "problem", "answer", k=4),
+    "aime24": Benchmark("HuggingFaceH4/aime_2024", "train", "problem", "answer"),
+    "aime25": Benchmark("yentinglin/aime_2025", "train", "problem", "answer"),
+    "amc23": Benchmark("math-ai/amc23", "test", "question", "answer"),
+    "math500": Benchmark("HuggingFaceH4/MATH-500", "test", "problem", "answer"),
     "olympiadbench": Benchmark(
-        "Hothan/OlympiadBench", "train", "question", "final_answer", k=4, config="OE_TO_maths_en_COMP"
+        "Hothan/OlympiadBench", "train", "question", "final_answer", config="OE_TO_maths_en_COMP"
     ),
-    "minerva": Benchmark("math-ai/minervamath", "test", "question", "answer", k=4),
+    "minerva": Benchmark("math-ai/minervamath", "test", "question", "answer"),
 }
 PAPER_BENCHMARKS = ("aime24", "aime25", "amc23", "math500", "olympiadbench", "minerva")
 """The six benchmarks of the SENT paper, in its table order; ``--benchmarks paper`` selects them all."""

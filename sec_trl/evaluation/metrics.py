@@ -1,4 +1,5 @@
-"""avg@k and the unbiased pass@k estimator, per prompt and summarised over a benchmark."""
+"""avg@k and pass@k, per prompt and summarised over a benchmark: the unbiased estimator of pass@k from n >= k samples
+(Chen et al. 2021), and the paper's form over the first k of the samples (what one run of k samples gives)."""
 
 from __future__ import annotations
 
@@ -32,13 +33,41 @@ def avg_at_k(correct: Sequence[bool | int | float]) -> float:
     return float(sum(float(x) for x in correct) / len(correct))
 
 
-def summarise(records: Sequence[dict], k: int) -> dict:
+def first_k_metrics(correct: Sequence[Sequence[bool]], j: int) -> dict:
+    """The paper's Avg@j and Pass@j from each prompt's samples in sampling order, using the first ``j`` of them:
+    Avg@j is the mean accuracy over those ``j`` samples (averaged over prompts), Pass@j the fraction of prompts with
+    at least one correct among them; and ``pass@j_unbiased``, the unbiased estimator from all ``n`` samples.
+
+    The first ``j`` samples of a run are distributed as a separate run of ``j`` samples, so Avg@j and Pass@j here
+    are what the paper's separate runs measure; the unbiased estimator has the same expectation as Pass@j and a
+    lower variance. With ``j == n`` the two pass forms are equal.
+
+    Examples:
+        >>> first_k_metrics([[False, True, False, False], [False, False, False, False]], 2)
+        {'avg@2': 0.25, 'pass@2': 0.5, 'pass@2_unbiased': 0.25}
+    """
+    if not correct:
+        raise ValueError("first_k_metrics needs at least one prompt")
+    n = len(correct[0])
+    if any(len(c) != n for c in correct) or not 1 <= j <= n:
+        raise ValueError(f"first_k_metrics needs every prompt to have the same n >= {j} samples")
+    return {
+        f"avg@{j}": sum(avg_at_k(c[:j]) for c in correct) / len(correct),
+        f"pass@{j}": sum(bool(any(c[:j])) for c in correct) / len(correct),
+        f"pass@{j}_unbiased": sum(pass_at_k(n, int(sum(c)), j) for c in correct) / len(correct),
+    }
+
+
+def summarise(records: Sequence[dict], k: int, ks: Sequence[int] = ()) -> dict:
     """The benchmark's numbers from per-prompt records (``{"correct": [bool] * k, "lengths": [int] * k,
     "truncated": [bool] * k}``, in prompt order).
 
     Returns ``{"k", "num_prompts", "avg@<k>", "pass@1", "pass@<k>", "mean_completion_length", "truncated_frac",
-    "per_prompt_correct"}``; ``avg@k`` is the mean accuracy over all samples, ``pass@1`` / ``pass@k`` the unbiased
-    estimator averaged over prompts (with ``k`` samples per prompt, unbiased pass@1 equals avg@k).
+    "per_prompt_correct", "per_prompt_verdicts"}``; ``avg@k`` is the mean accuracy over all samples, ``pass@1`` /
+    ``pass@k`` the unbiased estimator averaged over prompts (with ``k`` samples per prompt, unbiased pass@1 equals
+    avg@k, and pass@k is the fraction of prompts with a correct sample); ``per_prompt_verdicts`` holds each prompt's
+    verdicts in sampling order as a string of ``0`` / ``1``. For each ``j`` in ``ks`` (``j <= k``), also
+    ``avg@<j>``, ``pass@<j>`` (over the first ``j`` samples) and ``pass@<j>_unbiased``: :func:`first_k_metrics`.
     """
     if not records:
         raise ValueError("summarise needs at least one prompt")
@@ -55,6 +84,35 @@ def summarise(records: Sequence[dict], k: int) -> dict:
         "mean_completion_length": sum(lengths) / len(lengths),
         "truncated_frac": sum(truncated) / len(truncated),
         "per_prompt_correct": per_prompt,
+        "per_prompt_verdicts": ["".join("1" if v else "0" for v in r["correct"]) for r in records],
+        **{
+            key: value
+            for j in ks
+            for key, value in first_k_metrics([[bool(v) for v in r["correct"]] for r in records], j).items()
+        },
+    }
+
+
+def table_means(results: dict[str, dict], ks: Sequence[int]) -> dict:
+    """The paper's "Avg." of each table: the mean over every (benchmark, k) cell of Avg@k and of Pass@k (18 cells
+    for its six benchmarks at k = 8, 16, 32), plus the mean over benchmarks at each k. Benchmarks weigh alike."""
+    if not results or not ks:
+        raise ValueError("table_means needs at least one benchmark and one k")
+    cells = [(r, j) for r in results.values() for j in ks]
+    return {
+        "benchmarks": list(results),
+        "ks": list(ks),
+        "num_cells": len(cells),
+        "avg@k": sum(r[f"avg@{j}"] for r, j in cells) / len(cells),
+        "pass@k": sum(r[f"pass@{j}"] for r, j in cells) / len(cells),
+        "pass@k_unbiased": sum(r[f"pass@{j}_unbiased"] for r, j in cells) / len(cells),
+        "by_k": {
+            str(j): {
+                "avg": sum(r[f"avg@{j}"] for r in results.values()) / len(results),
+                "pass": sum(r[f"pass@{j}"] for r in results.values()) / len(results),
+            }
+            for j in ks
+        },
     }
 
 

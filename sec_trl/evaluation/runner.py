@@ -62,10 +62,35 @@ def sample_shard(sampler, prompts: Sequence[Any], settings: SamplingSettings, *,
     return start, groups
 
 
-def score_groups(groups, references: Sequence[str], *, answer_timeout=5.0, state=None, show_progress=False):
+ANSWER_EXTRACTIONS = ("default", "paper")
+"""How a completion's answer is read: ``default`` (:func:`sec_trl.answer_extraction.extract_final_answer`, as the
+training reward: last box, else "answer is" / "answer:", else the last number) or ``paper`` (the SENT paper's
+evaluation: :func:`sec_trl.answer_extraction.extract_paper_answer`, last box, else the "answer is" sentence)."""
+
+
+def _extractor(answer_extraction: str):
+    from sec_trl.answer_extraction import extract_final_answer, extract_paper_answer
+
+    if answer_extraction not in ANSWER_EXTRACTIONS:
+        raise ValueError(f"--answer_extraction must be one of {list(ANSWER_EXTRACTIONS)}, got {answer_extraction!r}")
+    return extract_paper_answer if answer_extraction == "paper" else extract_final_answer
+
+
+def score_groups(
+    groups,
+    references: Sequence[str],
+    *,
+    answer_timeout=5.0,
+    state=None,
+    show_progress=False,
+    answer_extraction: str = "default",
+):
     """Per-prompt records ``{"completions", "lengths", "truncated", "correct"}``: every completion checked against its
-    prompt's reference by :class:`sec_trl.answer_checking.AnswerChecker` (time-bounded; nothing is evaluated)."""
+    prompt's reference by :class:`sec_trl.answer_checking.AnswerChecker` (time-bounded; nothing is evaluated), its
+    answer read as ``answer_extraction`` says (:data:`ANSWER_EXTRACTIONS`)."""
     from sec_trl.answer_checking import AnswerChecker
+
+    extract = _extractor(answer_extraction)
 
     records = []
     with (
@@ -74,7 +99,7 @@ def score_groups(groups, references: Sequence[str], *, answer_timeout=5.0, state
     ):
         for group, reference in zip(groups, references, strict=True):
             texts = [c.text for c in group]
-            correct = checker.check_batch(texts, [str(reference)] * len(texts))
+            correct = checker.check_batch(texts, [str(reference)] * len(texts), extract=extract)
             records.append(
                 {
                     "completions": texts,
@@ -106,18 +131,29 @@ def evaluate_with_sampler(
     state=None,
     show_progress: bool = False,
     return_completions: bool = False,
+    ks: Sequence[int] = (),
+    answer_extraction: str = "default",
 ) -> dict:
     """Sample, score, gather and summarise one evaluation set with an existing sampler (the model stays loaded
-    between benchmarks). Every process returns the same dict; see :func:`evaluate_model` for its keys."""
+    between benchmarks). Every process returns the same dict; see :func:`evaluate_model` for its keys. ``ks``: also
+    report Avg@j / Pass@j over the first j samples and the unbiased pass@j for each j (:func:`summarise`)."""
     if len(prompts) == 0:
         raise ValueError("evaluate_model needs a non-empty dataset")
+    _extractor(answer_extraction)  # a bad value fails before any sampling
     begin = time.perf_counter()
     start, groups = sample_shard(sampler, prompts, settings, state=state, show_progress=show_progress)
     shard_refs = references[start : start + len(groups)]
-    records = score_groups(groups, shard_refs, answer_timeout=answer_timeout, state=state, show_progress=show_progress)
+    records = score_groups(
+        groups,
+        shard_refs,
+        answer_timeout=answer_timeout,
+        state=state,
+        show_progress=show_progress,
+        answer_extraction=answer_extraction,
+    )
     shard = [start, start + len(groups)]
     records = gather_records(records, state)
-    result = summarise(records, settings.k)
+    result = summarise(records, settings.k, ks)
     result["seconds"] = time.perf_counter() - begin
     if state is not None and state.num_processes > 1:
         result["shards"] = gather_records([shard], state)  # [start, end) of the prompts each process sampled
@@ -160,6 +196,9 @@ def evaluate_model(
     vllm_kwargs: dict | None = None,
     state=None,
     show_progress: bool = False,
+    chat_template_kwargs: dict | str | None = None,
+    ks: Sequence[int] = (),
+    answer_extraction: str = "default",
 ) -> dict:
     """Sample ``k`` completions per prompt of ``dataset`` and score them.
 
@@ -179,15 +218,27 @@ def evaluate_model(
         use_vllm: sample with vLLM (needs ``model_name_or_path_or_model`` to be a path; ``vllm_kwargs`` go to
             ``vllm.LLM``).
         state: an ``accelerate.PartialState`` to shard the prompts over its processes (None: this process only).
+        chat_template_kwargs: extra ``apply_chat_template`` arguments for message prompts (a dict or a JSON object
+            string): give the training's ``GRPOConfig.chat_template_kwargs`` to evaluate on the prompts it trained on.
+        ks: also report ``avg@<j>`` / ``pass@<j>`` over the first ``j`` samples and ``pass@<j>_unbiased`` over all
+            ``k``, for each ``j <= k`` (the paper's protocol: ``k=32, ks=(8, 16, 32)``).
+        answer_extraction: ``"default"`` (as the training reward) or ``"paper"`` (:data:`ANSWER_EXTRACTIONS`).
 
     Returns:
         ``{"k", "num_prompts", "avg@<k>", "pass@1", "pass@<k>", "mean_completion_length", "truncated_frac",
-        "per_prompt_correct", "seconds"}``, plus ``"completions"`` when ``return_completions``.
+        "per_prompt_correct", "per_prompt_verdicts", "seconds"}`` (and the ``ks`` keys), plus ``"completions"``
+        when ``return_completions``.
     """
     settings = SamplingSettings(k, temperature, top_p, max_new_tokens, batch_size, seed)
     prompts, references = _rows(dataset, prompt_column, answer_column, prompt_format)
     sampler = build_sampler(
-        model_name_or_path_or_model, tokenizer, dtype=dtype, use_vllm=use_vllm, seed=seed, vllm_kwargs=vllm_kwargs
+        model_name_or_path_or_model,
+        tokenizer,
+        dtype=dtype,
+        use_vllm=use_vllm,
+        seed=seed,
+        vllm_kwargs=vllm_kwargs,
+        chat_template_kwargs=chat_template_kwargs,
     )
     model = getattr(sampler, "model", None)
     was_training = bool(getattr(model, "training", False))
@@ -203,6 +254,8 @@ def evaluate_model(
             state=state,
             show_progress=show_progress,
             return_completions=return_completions,
+            ks=ks,
+            answer_extraction=answer_extraction,
         )
     finally:
         if was_training:
@@ -220,14 +273,19 @@ def build_sampler(
     vllm_kwargs=None,
     trust_remote_code=False,
     revision=None,
+    chat_template_kwargs=None,
 ):
     """A :class:`TransformersSampler` (model loaded by :func:`load_model`) or, with ``use_vllm``, a
-    :class:`VLLMSampler` (``vllm.LLM`` on the model path, with ``vllm_kwargs``)."""
+    :class:`VLLMSampler` (``vllm.LLM`` on the model path, with ``vllm_kwargs``); message prompts are rendered with
+    ``chat_template_kwargs`` (a dict or a JSON object string, as TRL's ``GRPOConfig`` field)."""
+    from sec_trl.generation import parse_chat_template_kwargs
+
+    chat_template_kwargs = parse_chat_template_kwargs(chat_template_kwargs)
     if not use_vllm:
         model, tokenizer = load_model(
             model_or_path, tokenizer, dtype, device=device, trust_remote_code=trust_remote_code, revision=revision
         )
-        return TransformersSampler(model, tokenizer)
+        return TransformersSampler(model, tokenizer, chat_template_kwargs)
     if not (model_or_path is None or isinstance(model_or_path, str)):
         raise ValueError("use_vllm needs a model path or Hub id (vLLM loads the weights itself), not a model object")
     from transformers import AutoTokenizer
@@ -238,4 +296,4 @@ def build_sampler(
     kwargs = {"dtype": dtype or "auto", "trust_remote_code": trust_remote_code, **(vllm_kwargs or {})}
     if revision:
         kwargs["revision"] = revision
-    return VLLMSampler(path, tokenizer, seed=seed, **kwargs)
+    return VLLMSampler(path, tokenizer, seed=seed, chat_template_kwargs=chat_template_kwargs, **kwargs)

@@ -101,10 +101,14 @@ class _ChunkedSampler:
 
 
 class TransformersSampler(_ChunkedSampler):
-    """``model.generate`` with left padding and ``num_return_sequences=k``, one seeded batch at a time."""
+    """``model.generate`` with left padding and ``num_return_sequences=k``, one seeded batch at a time.
 
-    def __init__(self, model, tokenizer):
+    ``chat_template_kwargs``: extra ``apply_chat_template`` arguments (the training's
+    ``GRPOConfig.chat_template_kwargs``), so message prompts become the token ids the model was trained on."""
+
+    def __init__(self, model, tokenizer, chat_template_kwargs: dict | None = None):
         self.model, self.tokenizer = model, tokenizer
+        self.chat_template_kwargs = chat_template_kwargs
         eos = self.eos = eos_token_ids(model.generation_config, tokenizer)
         pad = tokenizer.pad_token_id
         self.pad = int(pad) if pad is not None else eos[0]
@@ -116,7 +120,7 @@ class TransformersSampler(_ChunkedSampler):
     def _chunk(self, prompts: Sequence[Any], first_index: int, s: SamplingSettings) -> list[list[Completion]]:
         import torch
 
-        ids = [prompt_token_ids(self.tokenizer, p) for p in prompts]
+        ids = [prompt_token_ids(self.tokenizer, p, self.chat_template_kwargs) for p in prompts]
         # the tokenizer pads on the left (decoder-only generation continues the right end of every row)
         if self.tokenizer.pad_token_id is None:  # EOS pads where the tokenizer names no pad token
             self.tokenizer.pad_token_id = self.pad
@@ -168,18 +172,19 @@ class VLLMSampler(_ChunkedSampler):
     vllm_chunk_size = 256
     """Prompts per ``generate`` call (vLLM batches them itself; chunks only pace the progress bar)."""
 
-    def __init__(self, model_path: str, tokenizer, seed: int = 0, **llm_kwargs):
+    def __init__(self, model_path: str, tokenizer, seed: int = 0, chat_template_kwargs=None, **llm_kwargs):
         require_vllm()
         from vllm import LLM
 
         self.tokenizer = tokenizer
+        self.chat_template_kwargs = chat_template_kwargs
         self.llm = LLM(model=model_path, tokenizer=model_path, seed=seed, **llm_kwargs)
 
     def chunk_size(self, settings: SamplingSettings) -> int:
         return self.vllm_chunk_size
 
     def _chunk(self, prompts: Sequence[Any], first_index: int, s: SamplingSettings) -> list[list[Completion]]:
-        ids = [prompt_token_ids(self.tokenizer, p) for p in prompts]
+        ids = [prompt_token_ids(self.tokenizer, p, self.chat_template_kwargs) for p in prompts]
         seeds = [derive_seed(s.seed, first_index + i) for i in range(len(ids))]
         params = vllm_sampling_params(s.k, s.temperature, s.top_p, s.max_new_tokens, seeds)
         results = self.llm.generate([{"prompt_token_ids": x} for x in ids], params, use_tqdm=False)

@@ -18,7 +18,13 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from sec_trl.ranking.params import FINGERPRINT_FILENAME, NOT_FINGERPRINTED, SHARD_DIRNAME, RankingParams
+from sec_trl.ranking.params import (
+    FINGERPRINT_FILENAME,
+    FINGERPRINTED_WHEN_SET,
+    NOT_FINGERPRINTED,
+    SHARD_DIRNAME,
+    RankingParams,
+)
 from sec_trl.script_args import shown_path
 
 
@@ -251,7 +257,11 @@ def build_fingerprint(view, model_path: str, params: RankingParams, has_answers:
             "content_sha256": dataset_content_hash(view, view.column_names),
             "has_answers": has_answers,
         },
-        "params": {k: v for k, v in asdict(params).items() if k not in NOT_FINGERPRINTED},
+        "params": {
+            k: v
+            for k, v in asdict(params).items()
+            if k not in NOT_FINGERPRINTED and not (k in FINGERPRINTED_WHEN_SET and v is None)
+        },
     }
 
 

@@ -13,6 +13,7 @@ from sec_trl.script_args import DatasetArguments
 __all__ = [
     "ESTIMATORS",
     "EXIT_INCOMPLETE",
+    "FINGERPRINTED_WHEN_SET",
     "FINGERPRINT_FILENAME",
     "HISTOGRAM_FILENAME",
     "META_FILENAME",
@@ -68,6 +69,9 @@ EXIT_INCOMPLETE = 3
 
 NOT_FINGERPRINTED = frozenset({"vllm_gpu_memory_utilization", "max_shards"})
 """RankingParams fields that do not change any output value (so changing them keeps the cache)."""
+FINGERPRINTED_WHEN_SET = frozenset({"chat_template_kwargs"})
+"""RankingParams fields added after caches existed: fingerprinted only when set, so an older cache (ranked without
+them) stays valid for a run that leaves them unset."""
 
 
 class RankingIncomplete(RuntimeError):
@@ -142,6 +146,13 @@ class RankingParams:
     save_completions: bool = field(
         default=False, metadata={"help": "Keep the sampled texts (column se_completions; larger cache)."}
     )
+    chat_template_kwargs: dict | str | None = field(
+        default=None,
+        metadata={
+            "help": "Extra apply_chat_template arguments, as TRL's GRPOConfig field (JSON on the command line, e.g. "
+            "'{\"enable_thinking\": false}'): give the training's value so prompts are ranked as they are trained."
+        },
+    )
     max_shards: int | None = field(
         default=None,
         metadata={
@@ -182,6 +193,9 @@ class RankingParams:
             raise bad("vllm_gpu_memory_utilization", "must be in (0, 1]", self.vllm_gpu_memory_utilization)
         if self.max_shards is not None and self.max_shards < 0:
             raise bad("max_shards", "must be >= 0", self.max_shards)
+        from sec_trl.generation import parse_chat_template_kwargs
+
+        self.chat_template_kwargs = parse_chat_template_kwargs(self.chat_template_kwargs)
 
 
 @dataclass

@@ -140,7 +140,7 @@ class TransformersSampler:
 
     def sample(self, prompts: Sequence[Any]) -> list[list[Sample]]:
         """``num_samples`` samples for each prompt (strings or chat messages), in prompt order."""
-        ids = [prompt_token_ids(self.tokenizer, prompt) for prompt in prompts]
+        ids = [prompt_token_ids(self.tokenizer, prompt, self.params.chat_template_kwargs) for prompt in prompts]
         # The tokenizer pads on the left (decoder-only generation continues the right end of every row).
         batch = self.tokenizer.pad(
             {"input_ids": ids}, padding_side="left", return_attention_mask=True, return_tensors="pt"
@@ -253,7 +253,7 @@ class VLLMSampler:
         """``num_samples`` samples for each prompt; ``num_tokens`` is ``len(output.token_ids)``, the tokens
         ``cumulative_logprob`` sums over."""
         p = self.params
-        ids = [prompt_token_ids(self.tokenizer, prompt) for prompt in prompts]
+        ids = [prompt_token_ids(self.tokenizer, prompt, self.params.chat_template_kwargs) for prompt in prompts]
         seeds = [prompt_seed(p.seed, self._next_index + i) for i in range(len(ids))]
         sampling = vllm_sampling_params(p.num_samples, p.temperature, p.top_p, p.max_new_tokens, seeds, logprobs=0)
         self._next_index += len(ids)
