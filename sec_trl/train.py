@@ -76,10 +76,12 @@ def main(script_args: SENTScriptArguments, training_args, model_args) -> None:
     from trl import get_peft_config
 
     from sec_trl import SETGRPOTrainer
+    from sec_trl.errors import work_phase
     from sec_trl.preflight import (
         build_reward_funcs,
         check_curriculum_fits,
         check_report_to,
+        check_reward_columns,
         resolve_resume,
         warn_if_curriculum_is_cut,
     )
@@ -96,6 +98,9 @@ def main(script_args: SENTScriptArguments, training_args, model_args) -> None:
     train_dataset = script_args.load("train")
     eval_dataset = load_eval_dataset(script_args, training_args)
     reward_funcs = build_reward_funcs(script_args.reward_funcs, script_args.dataset_answer_column, script_args)
+    check_reward_columns(
+        reward_funcs, script_args.reward_funcs, train_dataset.column_names, training_args, script_args
+    )
     if training_args.curriculum:
         check_curriculum_fits(len(train_dataset), training_args, train_dataset)
         warn_if_curriculum_is_cut(len(train_dataset), training_args)
@@ -141,8 +146,9 @@ def main(script_args: SENTScriptArguments, training_args, model_args) -> None:
         "se_histogram": se_histogram,
     }
 
-    # 4. train (resumable), save
-    trainer.train(resume_from_checkpoint=resume)
+    # 4. train (resumable), save. From here on an error keeps its traceback (sec_trl.errors): not a user's flag
+    with work_phase():
+        trainer.train(resume_from_checkpoint=resume)
     trainer.save_model(training_args.output_dir)
     trainer.create_model_card()  # output_dir/README.md + assets/, main process only
     if script_args.save_merged and model_args.use_peft:
@@ -276,10 +282,14 @@ def with_default_recipe(argv: list[str]) -> list[str]:
 
 
 def cli(argv: list[str] | None = None) -> None:
-    """The command line: `accelerate launch -m sec_trl.train [--config recipe.yaml] [--flags]`."""
+    """The command line: `accelerate launch -m sec_trl.train [--config recipe.yaml] [--flags]`. A user's mistake
+    found before training starts ends with one `error:` line and exit code 2 (`SEC_TRL_DEBUG=1`: the traceback)."""
+    from sec_trl.errors import user_errors
+
     argv = sys.argv[1:] if argv is None else argv
-    script_args, training_args, model_args = make_parser().parse_args_and_config(args=with_default_recipe(argv))
-    main(script_args, training_args, model_args)
+    with user_errors("sec_trl.train"):
+        script_args, training_args, model_args = make_parser().parse_args_and_config(args=with_default_recipe(argv))
+        main(script_args, training_args, model_args)
 
 
 if __name__ == "__main__":
