@@ -62,7 +62,7 @@ def check_report_to(report_to: str | Sequence[str] | None) -> None:
 # reward functions
 
 
-def build_reward_funcs(names: Sequence[str], answer_column: str, script_args: Any = None) -> list:
+def build_reward_funcs(names: Sequence[str], answer_column: str, args: Any = None) -> list:
     """TRL's `reward_funcs` from ``--reward_funcs`` names, each checked before any model is loaded.
 
     - ``accuracy``: :func:`sec_trl.rewards.make_accuracy_reward` reading ``answer_column``;
@@ -74,7 +74,7 @@ def build_reward_funcs(names: Sequence[str], answer_column: str, script_args: An
     """
     from .rewards import format_reward, make_accuracy_reward
 
-    timeout = getattr(script_args, "answer_timeout", 5.0)
+    timeout = getattr(args, "answer_timeout", 5.0)  # SETGRPOConfig.answer_timeout
     funcs: list = []
     for name in names:
         if name == "accuracy":

@@ -51,9 +51,6 @@ class SENTScriptArguments(DatasetArguments):
             "--reward_weights."
         },
     )
-    answer_timeout: float = field(
-        default=5.0, metadata={"help": "Seconds allowed to check one answer; a timed-out answer scores 0."}
-    )
     se_ranking_dir: str | None = field(
         default=None,
         metadata={
@@ -68,6 +65,15 @@ class SENTScriptArguments(DatasetArguments):
     se_num_samples: int = field(default=8, metadata={"help": "Ranking: sampled responses per prompt (>= 2)."})
     se_max_new_tokens: int | None = field(
         default=None, metadata={"help": "Ranking: tokens per sampled response (default: max_completion_length)."}
+    )
+    se_estimator: str = field(
+        default="discrete",
+        metadata={
+            "help": "Ranking: 'discrete' or 'weighted' semantic entropy (python -m sec_trl.rank's --estimator). The "
+            "ranking clusters with --se_cluster_method, --se_lexical_threshold and --answer_timeout, as the online "
+            "semantic_entropy/mean does, and loads the model in --dtype.",
+            "choices": ["discrete", "weighted"],
+        },
     )
 
 
@@ -97,7 +103,7 @@ def main(script_args: SENTScriptArguments, training_args, model_args) -> None:
     check_report_to(training_args.report_to)
     train_dataset = script_args.load("train")
     eval_dataset = load_eval_dataset(script_args, training_args)
-    reward_funcs = build_reward_funcs(script_args.reward_funcs, script_args.dataset_answer_column, script_args)
+    reward_funcs = build_reward_funcs(script_args.reward_funcs, script_args.dataset_answer_column, training_args)
     check_reward_columns(
         reward_funcs, script_args.reward_funcs, train_dataset.column_names, training_args, script_args
     )
@@ -121,7 +127,9 @@ def main(script_args: SENTScriptArguments, training_args, model_args) -> None:
     # 2b. the semantic-entropy ranking the curriculum needs (cached and resumable; skipped if the column exists)
     se_histogram = None
     if training_args.curriculum and training_args.curriculum_se_column not in train_dataset.column_names:
-        train_dataset, se_histogram = rank_for_curriculum(train_dataset, model_path, script_args, training_args)
+        train_dataset, se_histogram = rank_for_curriculum(
+            train_dataset, model_path, script_args, training_args, dtype=model_args.dtype
+        )
 
     # 3. trainer. Pushes come from sec_trl.hub, from the main process, after each save (hub_strategy) and at the
     # end (step 5): Trainer's own push would create the repo before training (failing offline before any work is
@@ -187,8 +195,11 @@ def resolve_model(model_args) -> tuple[str, str]:
     return resolve_model_path(model_args.model_name_or_path), model_display_name(model_args.model_name_or_path)
 
 
-def rank_for_curriculum(train_dataset, model_path: str, script_args: SENTScriptArguments, training_args):
-    """Rank the training prompts by semantic entropy (cached, resumable), with vLLM when the training uses it."""
+def rank_for_curriculum(
+    train_dataset, model_path: str, script_args: SENTScriptArguments, training_args, *, dtype: str | None = "auto"
+):
+    """Rank the training prompts by semantic entropy (cached, resumable), with vLLM when the training uses it, with
+    the clustering and answer timeout of the run's online semantic entropy and the model in ``dtype``."""
     from sec_trl.data import PromptFormat
     from sec_trl.rank import HISTOGRAM_FILENAME, RankingParams, ensure_ranked
 
@@ -197,6 +208,11 @@ def rank_for_curriculum(train_dataset, model_path: str, script_args: SENTScriptA
         num_samples=script_args.se_num_samples,
         max_new_tokens=script_args.se_max_new_tokens or training_args.max_completion_length,
         seed=training_args.seed,
+        cluster_method=training_args.se_cluster_method,
+        lexical_threshold=training_args.se_lexical_threshold,
+        estimator=script_args.se_estimator,
+        answer_timeout=training_args.answer_timeout,
+        dtype="auto" if dtype is None else str(dtype),
         trust_remote_code=training_args.trust_remote_code,
         use_vllm=bool(training_args.use_vllm),
         vllm_gpu_memory_utilization=training_args.vllm_gpu_memory_utilization,
@@ -205,12 +221,16 @@ def rank_for_curriculum(train_dataset, model_path: str, script_args: SENTScriptA
     )
     logger.info(
         "Semantic-entropy ranking before training: %d prompts x %d samples x up to %d new tokens (%d generations, "
-        "%s); cached in %s, resumable. Rank once with `python -m sec_trl.rank` to skip this step.",
+        "%s, %s; %s clustering, %s estimator); cached in %s, resumable. Rank once with `python -m sec_trl.rank` to "
+        "skip this step.",
         len(train_dataset),
         params.num_samples,
         params.max_new_tokens,
         len(train_dataset) * params.num_samples,
         "vLLM" if params.use_vllm else "transformers generate",
+        params.dtype,
+        params.cluster_method,
+        params.estimator,
         Path(ranking_dir).name,
     )
     ranked = ensure_ranked(
