@@ -23,6 +23,7 @@ the trackers, the curriculum's stages) is checked before the ranking and before 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import sys
 from dataclasses import dataclass, field
@@ -61,6 +62,15 @@ class SENTScriptArguments(DatasetArguments):
     save_merged: bool = field(
         default=False,
         metadata={"help": "With --use_peft: also save the LoRA-merged full model to <output_dir>/merged."},
+    )
+    eval_num_prompts: int | None = field(
+        default=None,
+        metadata={
+            "help": "With --eval_strategy steps|epoch: evaluate on the first N held-out prompts, each sampled "
+            "num_generations_eval (else num_generations) times. Unset: with the generated data, as many prompts as "
+            "one optimizer step samples completions for, so that one evaluation costs about one training step "
+            "(embedded recipe: 2 prompts x 4); with --dataset_test_split, the whole split."
+        },
     )
     se_num_samples: int = field(default=8, metadata={"help": "Ranking: sampled responses per prompt (>= 2)."})
     se_max_new_tokens: int | None = field(
@@ -184,7 +194,49 @@ def load_eval_dataset(script_args: SENTScriptArguments, training_args):
             f"--eval_strategy {training_args.eval_strategy.value} needs a held-out split: set --dataset_test_split "
             f"to a split of {script_args.dataset_shown()!r} (e.g. test), or --eval_strategy no."
         )
+    num_prompts = script_args.eval_num_prompts
+    if num_prompts is not None and num_prompts < 1:
+        raise ValueError(f"--eval_num_prompts must be >= 1, got {num_prompts}.")
+    step_completions = completions_per_step(training_args)
+    generations = training_args.num_generations_eval or training_args.num_generations
+    if num_prompts is None and script_args.uses_generated_data:
+        num_prompts = max(1, round(step_completions / generations))  # one evaluation ~ one training step
+    if num_prompts is not None and num_prompts < len(eval_dataset):
+        eval_dataset = eval_dataset.select(range(num_prompts))
+    per_eval = len(eval_dataset) * generations
+    count = num_evaluations(training_args)
+    logger.info(
+        "Evaluation during training: %d held-out prompts x %d samples x up to %d new tokens = %d completions per "
+        "evaluation (a training step samples %d), %s. --eval_num_prompts sets the prompts.",
+        len(eval_dataset),
+        generations,
+        training_args.max_completion_length,
+        per_eval,
+        step_completions,
+        f"{count} evaluations in this run ({count * per_eval} completions)" if count else "at every evaluation",
+    )
     return eval_dataset
+
+
+def completions_per_step(training_args) -> int:
+    """Completions TRL samples per optimizer step (all processes): each micro-batch holds
+    ``per_device_train_batch_size`` completions per process, and a rollout is reused ``num_iterations`` times."""
+    per_step = training_args.per_device_train_batch_size * training_args.gradient_accumulation_steps
+    return max(1, per_step * training_args.world_size // training_args.num_iterations)
+
+
+def num_evaluations(training_args) -> int | None:
+    """How many evaluations Trainer runs (None when the step count is not known before training)."""
+    strategy = str(getattr(training_args.eval_strategy, "value", training_args.eval_strategy))
+    start = 1 if training_args.eval_on_start else 0
+    if strategy == "epoch":
+        return start + math.ceil(training_args.num_train_epochs) if training_args.max_steps <= 0 else None
+    if strategy != "steps" or training_args.max_steps <= 0:
+        return None
+    every = training_args.eval_steps
+    if every < 1:  # a ratio of the total steps
+        every = math.ceil(training_args.max_steps * every)
+    return start + training_args.max_steps // int(every)
 
 
 def resolve_model(model_args) -> tuple[str, str]:

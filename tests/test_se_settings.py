@@ -70,3 +70,38 @@ def test_online_semantic_entropy_uses_the_configured_clustering():
     group = ["\\boxed{0.5}", "\\boxed{1/2}"]  # one math answer, two strings
     assert _online_se("math", group) == 0.0
     assert _online_se("exact", group) == pytest.approx(math.log(2))
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# evaluation during training: its work is logged, and on the generated data it costs about one training step
+
+
+def test_evaluation_on_the_embedded_recipe_is_one_steps_work_and_says_so(tmp_path, caplog):
+    import logging
+
+    from sec_trl.train import load_eval_dataset
+
+    flags = ["--output_dir", str(tmp_path), "--eval_strategy", "steps", "--eval_steps", "3"]
+    script_args, training_args, _ = _parse(flags)
+    with caplog.at_level(logging.INFO, logger="sec_trl.train"):
+        eval_dataset = load_eval_dataset(script_args, training_args)
+    # the recipe: 8 completions per optimizer step (2 prompts x 4 generations), 32 new tokens, 12 steps
+    assert len(eval_dataset) == 2
+    assert "2 held-out prompts x 4 samples x up to 32 new tokens = 8 completions per evaluation" in caplog.text
+    assert "a training step samples 8" in caplog.text and "4 evaluations in this run (32 completions)" in caplog.text
+
+    script_args, training_args, _ = _parse([*flags, "--eval_num_prompts", "5"])
+    assert len(load_eval_dataset(script_args, training_args)) == 5
+    full = script_args.load("test")
+    assert len(full) == 128  # the generated held-out split itself is unchanged (train split excludes its questions)
+
+
+def test_a_users_test_split_is_evaluated_whole(tmp_path):
+    from sec_trl.train import load_eval_dataset
+
+    data = tmp_path / "d.jsonl"
+    data.write_text("".join(f'{{"prompt": "What is {i} + 1?", "answer": "{i + 1}"}}\n' for i in range(6)))
+    flags = ["--output_dir", str(tmp_path), "--eval_strategy", "steps", "--model_name_or_path", "some/model"]
+    flags += ["--dataset_name", str(data), "--dataset_test_split", "train", "--use_cpu", "true"]
+    script_args, training_args, _ = _parse(flags)
+    assert len(load_eval_dataset(script_args, training_args)) == 6
