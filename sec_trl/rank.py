@@ -8,8 +8,8 @@ import sys
 
 from sec_trl.ranking import *  # noqa: F403
 from sec_trl.ranking import __all__  # noqa: F401
-from sec_trl.ranking.cli import main
+from sec_trl.ranking.cli import cli
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli())

@@ -48,7 +48,7 @@ _checkers_lock = threading.Lock()
 _warned: set[str] = set()
 
 
-def _checker_for(timeout: float) -> AnswerChecker:
+def checker_for(timeout: float) -> AnswerChecker:
     """One shared checker (one worker process) per distinct timeout; the default timeout uses the default checker."""
     if timeout == _DEFAULT_TIMEOUT:
         return get_default_checker()
@@ -184,7 +184,7 @@ class _AccuracyReward:
                 f"accuracy_reward reads gold answers from dataset column {self.answer_column!r}, which is not among "
                 f"the reward kwargs {columns}; pass make_accuracy_reward(answer_column=...) the right column"
             )
-        return _accuracy(completions, kwargs[self.answer_column], _checker_for(self.timeout), self.answer_column)
+        return _accuracy(completions, kwargs[self.answer_column], checker_for(self.timeout), self.answer_column)
 
     def __repr__(self) -> str:
         return f"make_accuracy_reward(answer_column={self.answer_column!r}, timeout={self.timeout:g})"

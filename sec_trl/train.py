@@ -23,6 +23,7 @@ the trackers, the curriculum's stages) is checked before the ranking and before 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import sys
 from dataclasses import dataclass, field
@@ -51,9 +52,6 @@ class SENTScriptArguments(DatasetArguments):
             "--reward_weights."
         },
     )
-    answer_timeout: float = field(
-        default=5.0, metadata={"help": "Seconds allowed to check one answer; a timed-out answer scores 0."}
-    )
     se_ranking_dir: str | None = field(
         default=None,
         metadata={
@@ -65,9 +63,27 @@ class SENTScriptArguments(DatasetArguments):
         default=False,
         metadata={"help": "With --use_peft: also save the LoRA-merged full model to <output_dir>/merged."},
     )
+    eval_num_prompts: int | None = field(
+        default=None,
+        metadata={
+            "help": "With --eval_strategy steps|epoch: evaluate on the first N held-out prompts, each sampled "
+            "num_generations_eval (else num_generations) times. Unset: with the generated data, as many prompts as "
+            "one optimizer step samples completions for, so that one evaluation costs about one training step "
+            "(embedded recipe: 2 prompts x 4); with --dataset_test_split, the whole split."
+        },
+    )
     se_num_samples: int = field(default=8, metadata={"help": "Ranking: sampled responses per prompt (>= 2)."})
     se_max_new_tokens: int | None = field(
         default=None, metadata={"help": "Ranking: tokens per sampled response (default: max_completion_length)."}
+    )
+    se_estimator: str = field(
+        default="discrete",
+        metadata={
+            "help": "Ranking: 'discrete' or 'weighted' semantic entropy (python -m sec_trl.rank's --estimator). The "
+            "ranking clusters with --se_cluster_method, --se_lexical_threshold and --answer_timeout, as the online "
+            "semantic_entropy/mean does, and loads the model in --dtype.",
+            "choices": ["discrete", "weighted"],
+        },
     )
 
 
@@ -76,10 +92,12 @@ def main(script_args: SENTScriptArguments, training_args, model_args) -> None:
     from trl import get_peft_config
 
     from sec_trl import SETGRPOTrainer
+    from sec_trl.errors import work_phase
     from sec_trl.preflight import (
         build_reward_funcs,
         check_curriculum_fits,
         check_report_to,
+        check_reward_columns,
         resolve_resume,
         warn_if_curriculum_is_cut,
     )
@@ -95,7 +113,10 @@ def main(script_args: SENTScriptArguments, training_args, model_args) -> None:
     check_report_to(training_args.report_to)
     train_dataset = script_args.load("train")
     eval_dataset = load_eval_dataset(script_args, training_args)
-    reward_funcs = build_reward_funcs(script_args.reward_funcs, script_args.dataset_answer_column, script_args)
+    reward_funcs = build_reward_funcs(script_args.reward_funcs, script_args.dataset_answer_column, training_args)
+    check_reward_columns(
+        reward_funcs, script_args.reward_funcs, train_dataset.column_names, training_args, script_args
+    )
     if training_args.curriculum:
         check_curriculum_fits(len(train_dataset), training_args, train_dataset)
         warn_if_curriculum_is_cut(len(train_dataset), training_args)
@@ -116,7 +137,9 @@ def main(script_args: SENTScriptArguments, training_args, model_args) -> None:
     # 2b. the semantic-entropy ranking the curriculum needs (cached and resumable; skipped if the column exists)
     se_histogram = None
     if training_args.curriculum and training_args.curriculum_se_column not in train_dataset.column_names:
-        train_dataset, se_histogram = rank_for_curriculum(train_dataset, model_path, script_args, training_args)
+        train_dataset, se_histogram = rank_for_curriculum(
+            train_dataset, model_path, script_args, training_args, dtype=model_args.dtype
+        )
 
     # 3. trainer. Pushes come from sec_trl.hub, from the main process, after each save (hub_strategy) and at the
     # end (step 5): Trainer's own push would create the repo before training (failing offline before any work is
@@ -141,8 +164,9 @@ def main(script_args: SENTScriptArguments, training_args, model_args) -> None:
         "se_histogram": se_histogram,
     }
 
-    # 4. train (resumable), save
-    trainer.train(resume_from_checkpoint=resume)
+    # 4. train (resumable), save. From here on an error keeps its traceback (sec_trl.errors): not a user's flag
+    with work_phase():
+        trainer.train(resume_from_checkpoint=resume)
     trainer.save_model(training_args.output_dir)
     trainer.create_model_card()  # output_dir/README.md + assets/, main process only
     if script_args.save_merged and model_args.use_peft:
@@ -170,7 +194,49 @@ def load_eval_dataset(script_args: SENTScriptArguments, training_args):
             f"--eval_strategy {training_args.eval_strategy.value} needs a held-out split: set --dataset_test_split "
             f"to a split of {script_args.dataset_shown()!r} (e.g. test), or --eval_strategy no."
         )
+    num_prompts = script_args.eval_num_prompts
+    if num_prompts is not None and num_prompts < 1:
+        raise ValueError(f"--eval_num_prompts must be >= 1, got {num_prompts}.")
+    step_completions = completions_per_step(training_args)
+    generations = training_args.num_generations_eval or training_args.num_generations
+    if num_prompts is None and script_args.uses_generated_data:
+        num_prompts = max(1, round(step_completions / generations))  # one evaluation ~ one training step
+    if num_prompts is not None and num_prompts < len(eval_dataset):
+        eval_dataset = eval_dataset.select(range(num_prompts))
+    per_eval = len(eval_dataset) * generations
+    count = num_evaluations(training_args)
+    logger.info(
+        "Evaluation during training: %d held-out prompts x %d samples x up to %d new tokens = %d completions per "
+        "evaluation (a training step samples %d), %s. --eval_num_prompts sets the prompts.",
+        len(eval_dataset),
+        generations,
+        training_args.max_completion_length,
+        per_eval,
+        step_completions,
+        f"{count} evaluations in this run ({count * per_eval} completions)" if count else "at every evaluation",
+    )
     return eval_dataset
+
+
+def completions_per_step(training_args) -> int:
+    """Completions TRL samples per optimizer step (all processes): each micro-batch holds
+    ``per_device_train_batch_size`` completions per process, and a rollout is reused ``num_iterations`` times."""
+    per_step = training_args.per_device_train_batch_size * training_args.gradient_accumulation_steps
+    return max(1, per_step * training_args.world_size // training_args.num_iterations)
+
+
+def num_evaluations(training_args) -> int | None:
+    """How many evaluations Trainer runs (None when the step count is not known before training)."""
+    strategy = str(getattr(training_args.eval_strategy, "value", training_args.eval_strategy))
+    start = 1 if training_args.eval_on_start else 0
+    if strategy == "epoch":
+        return start + math.ceil(training_args.num_train_epochs) if training_args.max_steps <= 0 else None
+    if strategy != "steps" or training_args.max_steps <= 0:
+        return None
+    every = training_args.eval_steps
+    if every < 1:  # a ratio of the total steps
+        every = math.ceil(training_args.max_steps * every)
+    return start + training_args.max_steps // int(every)
 
 
 def resolve_model(model_args) -> tuple[str, str]:
@@ -181,8 +247,11 @@ def resolve_model(model_args) -> tuple[str, str]:
     return resolve_model_path(model_args.model_name_or_path), model_display_name(model_args.model_name_or_path)
 
 
-def rank_for_curriculum(train_dataset, model_path: str, script_args: SENTScriptArguments, training_args):
-    """Rank the training prompts by semantic entropy (cached, resumable), with vLLM when the training uses it."""
+def rank_for_curriculum(
+    train_dataset, model_path: str, script_args: SENTScriptArguments, training_args, *, dtype: str | None = "auto"
+):
+    """Rank the training prompts by semantic entropy (cached, resumable), with vLLM when the training uses it, with
+    the clustering and answer timeout of the run's online semantic entropy and the model in ``dtype``."""
     from sec_trl.data import PromptFormat
     from sec_trl.rank import HISTOGRAM_FILENAME, RankingParams, ensure_ranked
 
@@ -191,6 +260,11 @@ def rank_for_curriculum(train_dataset, model_path: str, script_args: SENTScriptA
         num_samples=script_args.se_num_samples,
         max_new_tokens=script_args.se_max_new_tokens or training_args.max_completion_length,
         seed=training_args.seed,
+        cluster_method=training_args.se_cluster_method,
+        lexical_threshold=training_args.se_lexical_threshold,
+        estimator=script_args.se_estimator,
+        answer_timeout=training_args.answer_timeout,
+        dtype="auto" if dtype is None else str(dtype),
         trust_remote_code=training_args.trust_remote_code,
         use_vllm=bool(training_args.use_vllm),
         vllm_gpu_memory_utilization=training_args.vllm_gpu_memory_utilization,
@@ -200,12 +274,16 @@ def rank_for_curriculum(train_dataset, model_path: str, script_args: SENTScriptA
     )
     logger.info(
         "Semantic-entropy ranking before training: %d prompts x %d samples x up to %d new tokens (%d generations, "
-        "%s); cached in %s, resumable. Rank once with `python -m sec_trl.rank` to skip this step.",
+        "%s, %s; %s clustering, %s estimator); cached in %s, resumable. Rank once with `python -m sec_trl.rank` to "
+        "skip this step.",
         len(train_dataset),
         params.num_samples,
         params.max_new_tokens,
         len(train_dataset) * params.num_samples,
         "vLLM" if params.use_vllm else "transformers generate",
+        params.dtype,
+        params.cluster_method,
+        params.estimator,
         Path(ranking_dir).name,
     )
     ranked = ensure_ranked(
@@ -277,10 +355,14 @@ def with_default_recipe(argv: list[str]) -> list[str]:
 
 
 def cli(argv: list[str] | None = None) -> None:
-    """The command line: `accelerate launch -m sec_trl.train [--config recipe.yaml] [--flags]`."""
+    """The command line: `accelerate launch -m sec_trl.train [--config recipe.yaml] [--flags]`. A user's mistake
+    found before training starts ends with one `error:` line and exit code 2 (`SEC_TRL_DEBUG=1`: the traceback)."""
+    from sec_trl.errors import user_errors
+
     argv = sys.argv[1:] if argv is None else argv
-    script_args, training_args, model_args = make_parser().parse_args_and_config(args=with_default_recipe(argv))
-    main(script_args, training_args, model_args)
+    with user_errors("sec_trl.train"):
+        script_args, training_args, model_args = make_parser().parse_args_and_config(args=with_default_recipe(argv))
+        main(script_args, training_args, model_args)
 
 
 if __name__ == "__main__":

@@ -448,3 +448,12 @@ def main(argv: Sequence[str] | None = None) -> dict:
     argv = list(sys.argv[1:] if argv is None else argv)
     eval_args, data_args, model_args = make_parser().parse_args_and_config(args=argv)
     return run(eval_args, data_args, model_args, given=given_flags(argv))
+
+
+def cli(argv: Sequence[str] | None = None) -> dict:
+    """``python -m sec_trl.evaluate``: :func:`main`, with a user's mistake found before sampling starts reported as
+    one ``error:`` line and exit code 2 (``SEC_TRL_DEBUG=1``: the traceback; see :mod:`sec_trl.errors`)."""
+    from sec_trl.errors import user_errors
+
+    with user_errors("sec_trl.evaluate"):
+        return main(argv)

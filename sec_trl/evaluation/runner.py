@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from sec_trl.embedded import resolve_model_path
+from sec_trl.errors import work_phase
 from sec_trl.generation import resolve_dtype
 
 from .metrics import summarise
@@ -50,6 +51,7 @@ def _progress_bar(total: int, desc: str, state, enabled: bool):
     return tqdm(total=total, desc=desc, unit="prompt", disable=not (enabled and main), dynamic_ncols=True)
 
 
+@work_phase()  # sampling and scoring: an error from here on keeps its traceback (sec_trl.errors)
 def sample_shard(sampler, prompts: Sequence[Any], settings: SamplingSettings, *, state=None, show_progress=False):
     """``(start, groups)``: k completions for each prompt of this process's contiguous shard ``prompts[start:end]``
     (all prompts in a single process); see :func:`sec_trl.evaluation.sampling.shard_bounds`."""
@@ -76,6 +78,7 @@ def _extractor(answer_extraction: str):
     return extract_paper_answer if answer_extraction == "paper" else extract_final_answer
 
 
+@work_phase()
 def score_groups(
     groups,
     references: Sequence[str],

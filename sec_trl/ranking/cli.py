@@ -13,7 +13,7 @@ from sec_trl.ranking.report import read_ranking_meta
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["main"]
+__all__ = ["cli", "main"]
 
 
 def _load_cli_dataset(args: RankScriptArguments):
@@ -77,3 +77,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         )
     return 0
+
+
+def cli(argv: Sequence[str] | None = None) -> int:
+    """``python -m sec_trl.rank``: :func:`main`, with a user's mistake found before sampling starts reported as one
+    ``error:`` line and exit code 2 (``SEC_TRL_DEBUG=1``: the traceback; see :mod:`sec_trl.errors`)."""
+    from sec_trl.errors import user_errors
+
+    with user_errors("sec_trl.rank"):
+        return main(argv)

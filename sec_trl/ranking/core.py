@@ -16,6 +16,7 @@ from typing import Any
 
 from sec_trl.data import PromptFormat
 from sec_trl.embedded import resolve_model_path
+from sec_trl.errors import work_phase
 from sec_trl.generation import process_state
 from sec_trl.ranking import samplers
 from sec_trl.ranking.cache import (
@@ -331,6 +332,7 @@ def _run_shards(run: _Run, todo: list[int], shard_callback, show_progress: bool)
     return out
 
 
+@work_phase()  # sampling and scoring: an error from here on keeps its traceback (sec_trl.errors)
 def _process_shard(run: _Run, sampler, checker, shard: int, bar) -> dict:
     """Sample and score one shard, always in the same batches from the shard's own seed; the shard file's content."""
     params = run.params

@@ -1,0 +1,107 @@
+"""train.py's ranking gets every flag that shapes it (clustering, estimator, answer timeout, dtype), and the online
+semantic entropy the trainer logs clusters as configured (SETGRPOConfig.se_cluster_method, answer_timeout)."""
+
+from __future__ import annotations
+
+import math
+from types import SimpleNamespace
+
+import pytest
+from datasets import Dataset
+
+from sec_trl import SETGRPOConfig
+from sec_trl.curriculum_trainer import CurriculumTrainerMixin
+
+
+def _parse(flags):
+    from sec_trl.train import make_parser, with_default_recipe
+
+    return make_parser().parse_args_and_config(args=with_default_recipe(flags))
+
+
+def test_train_flags_reach_the_ranking_and_the_reward(tmp_path, monkeypatch):
+    import sec_trl.rank
+    from sec_trl.preflight import build_reward_funcs
+    from sec_trl.train import rank_for_curriculum
+
+    flags = ["--output_dir", str(tmp_path), "--curriculum", "true", "--remove_unused_columns", "false"]
+    flags += ["--se_cluster_method", "lexical", "--se_lexical_threshold", "0.3", "--se_estimator", "weighted"]
+    flags += ["--answer_timeout", "2.5", "--dtype", "bfloat16", "--se_num_samples", "3"]
+    script_args, training_args, model_args = _parse(flags)
+    seen = {}
+
+    def fake_ensure_ranked(dataset, model_path, ranking_dir, *, params, **kwargs):
+        seen["params"] = params
+        return dataset
+
+    monkeypatch.setattr(sec_trl.rank, "ensure_ranked", fake_ensure_ranked)
+    dataset = Dataset.from_dict({"prompt": ["p"], "answer": ["1"]})
+    rank_for_curriculum(dataset, "model", script_args, training_args, dtype=model_args.dtype)
+    params = seen["params"]
+    assert (params.cluster_method, params.lexical_threshold, params.estimator) == ("lexical", 0.3, "weighted")
+    assert (params.answer_timeout, params.dtype, params.num_samples) == (2.5, "bfloat16", 3)
+    (accuracy,) = build_reward_funcs(["accuracy"], "answer", training_args)
+    assert accuracy.timeout == 2.5
+
+
+def test_the_settings_are_validated_naming_the_field(tmp_path):
+    with pytest.raises(ValueError, match="se_cluster_method='semantic'"):
+        SETGRPOConfig(output_dir=str(tmp_path), se_cluster_method="semantic")
+    with pytest.raises(ValueError, match="se_lexical_threshold"):
+        SETGRPOConfig(output_dir=str(tmp_path), se_lexical_threshold=0.0)
+    with pytest.raises(ValueError, match="answer_timeout"):
+        SETGRPOConfig(output_dir=str(tmp_path), answer_timeout=0)
+
+
+def _online_se(method: str, completions: list[str]) -> float:
+    """The trainer's online semantic entropy of one group, with a stand-in for the trainer's state."""
+    fake = SimpleNamespace(
+        args=SimpleNamespace(se_cluster_method=method, answer_timeout=5.0, se_lexical_threshold=0.5),
+        num_generations=len(completions),
+        accelerator=SimpleNamespace(is_main_process=True),
+        model=SimpleNamespace(training=True),
+        _metrics={"train": {"semantic_entropy/mean": [], "semantic_entropy/num_clusters": []}},
+    )
+    CurriculumTrainerMixin._log_online_semantic_entropy(fake, completions)
+    return fake._metrics["train"]["semantic_entropy/mean"][-1]
+
+
+def test_online_semantic_entropy_uses_the_configured_clustering():
+    group = ["\\boxed{0.5}", "\\boxed{1/2}"]  # one math answer, two strings
+    assert _online_se("math", group) == 0.0
+    assert _online_se("exact", group) == pytest.approx(math.log(2))
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# evaluation during training: its work is logged, and on the generated data it costs about one training step
+
+
+def test_evaluation_on_the_embedded_recipe_is_one_steps_work_and_says_so(tmp_path, caplog):
+    import logging
+
+    from sec_trl.train import load_eval_dataset
+
+    flags = ["--output_dir", str(tmp_path), "--eval_strategy", "steps", "--eval_steps", "3"]
+    script_args, training_args, _ = _parse(flags)
+    with caplog.at_level(logging.INFO, logger="sec_trl.train"):
+        eval_dataset = load_eval_dataset(script_args, training_args)
+    # the recipe: 8 completions per optimizer step (2 prompts x 4 generations), 32 new tokens, 12 steps
+    assert len(eval_dataset) == 2
+    assert "2 held-out prompts x 4 samples x up to 32 new tokens = 8 completions per evaluation" in caplog.text
+    assert "a training step samples 8" in caplog.text and "4 evaluations in this run (32 completions)" in caplog.text
+
+    script_args, training_args, _ = _parse([*flags, "--eval_num_prompts", "5"])
+    assert len(load_eval_dataset(script_args, training_args)) == 5
+    full = script_args.load("test")
+    assert len(full) == 128  # the generated held-out split itself is unchanged (train split excludes its questions)
+
+
+def test_a_users_test_split_is_evaluated_whole(tmp_path):
+    from sec_trl.train import load_eval_dataset
+
+    data = tmp_path / "d.jsonl"
+    data.write_text("".join(f'{{"prompt": "What is {i} + 1?", "answer": "{i + 1}"}}\n' for i in range(6)))
+    flags = ["--output_dir", str(tmp_path), "--eval_strategy", "steps", "--model_name_or_path", "some/model"]
+    flags += ["--dataset_name", str(data), "--dataset_test_split", "train", "--use_cpu", "true"]
+    script_args, training_args, _ = _parse(flags)
+    assert len(load_eval_dataset(script_args, training_args)) == 6
