@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import textwrap
 import warnings
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import torch
 from accelerate.logging import get_logger
+from datasets import Dataset, DatasetDict, IterableDataset, IterableDatasetDict
+from transformers import PreTrainedModel, PreTrainedTokenizerBase, ProcessorMixin, TrainerCallback
 from trl import GRPOTrainer
 from trl.trainer.utils import get_config_model_id, nanmax, nanmin
 
@@ -16,6 +20,12 @@ from .curriculum_trainer import REF_MODEL_CHECKPOINT_NAME as REF_MODEL_CHECKPOIN
 from .curriculum_trainer import CurriculumTrainerMixin
 from .losses import clip_cov_per_token_loss, kl_cov_per_token_loss, sent_per_token_loss
 from .model_card import card_model_name, tracker_links
+
+
+if TYPE_CHECKING:
+    from peft import PeftConfig, PeftModel
+    from transformers import BitsAndBytesConfig
+    from trl.trainer.grpo_trainer import EnvironmentFactory, RewardFunc, RolloutFunc
 
 
 logger = get_logger(__name__)
@@ -47,7 +57,8 @@ class SETGRPOTrainer(CurriculumTrainerMixin, GRPOTrainer):
       recorded), the regulariser gets the detached current log-probs as old ones, so its KL term is exactly 0 with
       exactly 0 gradient (docs/method.md, "On-policy rule"); and `clip_ratio/*` is not logged for `sent` /
       `kl_cov`, which do not clip.
-    - `__init__`: validates the curriculum's semantic-entropy column before the model loads, and warns once when the
+    - `__init__`: TRL's parameters, order and defaults (`tests/test_trainer.py` compares the signatures); it
+      validates the curriculum's semantic-entropy column before the model loads, and warns once when the
       configuration makes the KL term inert (fully on-policy updates).
     - `_get_train_sampler`: with `args.curriculum`, a [`CurriculumSampler`] (low to high semantic entropy, in
       stages, same order on every process, same contract as TRL's `RepeatSampler`) instead of `RepeatSampler`.
@@ -77,7 +88,28 @@ class SETGRPOTrainer(CurriculumTrainerMixin, GRPOTrainer):
             }"""),
     }
 
-    def __init__(self, model, reward_funcs, args: SETGRPOConfig | None = None, **kwargs):
+    def __init__(
+        self,
+        model: str | PreTrainedModel | PeftModel,
+        reward_funcs: RewardFunc | list[RewardFunc] | None = None,
+        args: SETGRPOConfig | None = None,
+        train_dataset: Dataset | IterableDataset | None = None,
+        eval_dataset: Dataset
+        | IterableDataset
+        | DatasetDict
+        | IterableDatasetDict
+        | dict[str, Dataset | IterableDataset]
+        | None = None,
+        processing_class: PreTrainedTokenizerBase | ProcessorMixin | None = None,
+        reward_processing_classes: PreTrainedTokenizerBase | list[PreTrainedTokenizerBase] | None = None,
+        callbacks: list[TrainerCallback] | None = None,
+        optimizers: tuple[torch.optim.Optimizer | None, torch.optim.lr_scheduler.LambdaLR | None] = (None, None),
+        quantization_config: BitsAndBytesConfig | None = None,
+        peft_config: PeftConfig | None = None,
+        tools: list[Callable] | None = None,
+        rollout_func: RolloutFunc | None = None,
+        environment_factory: EnvironmentFactory | dict[str, EnvironmentFactory] | None = None,
+    ):
         if args is None:
             model_name = model if isinstance(model, str) else get_config_model_id(model.config)
             args = SETGRPOConfig(f"{model_name.split('/')[-1]}-SENT")
@@ -87,11 +119,26 @@ class SETGRPOTrainer(CurriculumTrainerMixin, GRPOTrainer):
                 "SETGRPOConfig(**your_grpo_config.to_dict()) or use trl.GRPOTrainer."
             )
         if args.curriculum:  # fail before the model is loaded
-            if kwargs.get("train_dataset") is None:
+            if train_dataset is None:
                 raise ValueError("curriculum=True needs a train_dataset with a semantic-entropy column.")
-            validate_semantic_entropy_column(kwargs["train_dataset"], args.curriculum_se_column)
+            validate_semantic_entropy_column(train_dataset, args.curriculum_se_column)
         self._curriculum_sampler: CurriculumSampler | None = None
-        super().__init__(model, reward_funcs, args=args, **kwargs)
+        super().__init__(
+            model,
+            reward_funcs,
+            args,
+            train_dataset,
+            eval_dataset,
+            processing_class=processing_class,
+            reward_processing_classes=reward_processing_classes,
+            callbacks=callbacks,
+            optimizers=optimizers,
+            quantization_config=quantization_config,
+            peft_config=peft_config,
+            tools=tools,
+            rollout_func=rollout_func,
+            environment_factory=environment_factory,
+        )
         # the base model as the card shows it: the embedded copy by name, a Hub id as is, a local path by its name
         self._card_base_model = card_model_name(model if isinstance(model, str) else get_config_model_id(model.config))
         # optimizer step (global_step) at which the buffered rollout batch was generated: while it is unchanged, no
