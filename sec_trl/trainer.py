@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import os
 import textwrap
 import warnings
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
 from accelerate.logging import get_logger
 from datasets import Dataset, DatasetDict, IterableDataset, IterableDatasetDict
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, ProcessorMixin, TrainerCallback
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from trl import GRPOTrainer
 from trl.trainer.utils import get_config_model_id, nanmax, nanmin
 
@@ -40,6 +45,24 @@ INERT_WARNING = (
 )
 
 
+@contextlib.contextmanager
+def _tokens_removed(args):
+    """``args`` with every ``*_token`` string field (TrainingArguments.to_dict's rule: `hub_token`) set to None
+    inside the block, restored after."""
+    saved = {
+        f.name: getattr(args, f.name)
+        for f in dataclasses.fields(args)
+        if f.name.endswith("_token") and isinstance(getattr(args, f.name, None), str)
+    }
+    try:
+        for name in saved:
+            setattr(args, name, None)
+        yield args
+    finally:
+        for name, value in saved.items():
+            setattr(args, name, value)
+
+
 class SETGRPOTrainer(CurriculumTrainerMixin, GRPOTrainer):
     """
     GRPO with semantic- and token-entropy control (SENT, Cao et al. 2025, https://arxiv.org/abs/2512.04359).
@@ -63,6 +86,12 @@ class SETGRPOTrainer(CurriculumTrainerMixin, GRPOTrainer):
     - `_get_train_sampler`: with `args.curriculum`, a [`CurriculumSampler`] (low to high semantic entropy, in
       stages, same order on every process, same contract as TRL's `RepeatSampler`) instead of `RepeatSampler`.
     - `create_model_card`: the SENT card from `model_cards/` (settings, curves, citation, no local paths).
+    - Hub uploads (`push_to_hub=True` with any `hub_strategy`, `push_to_hub()`, `save_model()` with `push_to_hub`):
+      through `sec_trl.hub`, a staged copy without `training_args.bin`, local paths or tokens, with the SENT card
+      (`init_hf_repo`, `_push_from_checkpoint`, `_save_checkpoint`, `push_to_hub`, `push_output_dir`). Nothing is
+      contacted before the first save; a failed checkpoint push is reported once and training goes on.
+    - `_save`: `training_args.bin` (a pickle of the args, in `output_dir` and every checkpoint) is written with
+      `hub_token` (every `*_token` field) set to None: the token is never stored in plain text.
     - `_generate_and_score_completions` / `_calculate_rewards`: call TRL's, then log the curriculum position and
       the online semantic entropy of the GRPO groups; record the optimizer step of each rollout batch.
     - With `args.curriculum_stage_restart`: at the first rollout batch of each new stage the optimizer state is
@@ -123,6 +152,8 @@ class SETGRPOTrainer(CurriculumTrainerMixin, GRPOTrainer):
                 raise ValueError("curriculum=True needs a train_dataset with a semantic-entropy column.")
             validate_semantic_entropy_column(train_dataset, args.curriculum_se_column)
         self._curriculum_sampler: CurriculumSampler | None = None
+        # the first failed checkpoint push (then no more are tried); see _push_checkpoint
+        self.hub_push_failure: BaseException | None = None
         super().__init__(
             model,
             reward_funcs,
@@ -185,6 +216,113 @@ class SETGRPOTrainer(CurriculumTrainerMixin, GRPOTrainer):
             tags=[tags] if isinstance(tags, str) else tags,
             tracker_links=tracker_links(),
         )
+
+    # ----------------------------------------------------------------------------------------------------------------
+    # saving and publishing: no token on disk, every upload staged by sec_trl.hub
+
+    def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
+        """Trainer's save, with `training_args.bin` (a pickle of `self.args`) written without the Hub token."""
+        with _tokens_removed(self.args):
+            super()._save(output_dir, state_dict)
+
+    def init_hf_repo(self, token: str | None = None, private: bool | None = None) -> None:
+        """No network at construction (Trainer would create the repository here, so an offline run would fail
+        before any work): the repository is created, if missing, by the first upload."""
+        if self.is_world_process_zero():
+            self.hub_model_id = self.args.hub_model_id or Path(self.args.output_dir).absolute().name
+            self.push_in_progress = None
+
+    def _push_from_checkpoint(self, checkpoint_folder: str) -> None:
+        """Not Trainer's push, which writes `training_args.bin` into `output_dir` and uploads the folder as it is:
+        `_save_checkpoint` pushes once the checkpoint is complete (the reference model included)."""
+
+    def _save_checkpoint(self, model, trial):
+        super()._save_checkpoint(model, trial)
+        if self.args.push_to_hub:
+            folder = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+            self._push_checkpoint(os.path.join(self._get_output_dir(trial=trial), folder))
+
+    def _hub_base_model(self) -> str | None:
+        """What `adapter_config.json` names as the base model once uploaded (see `sec_trl.hub.hub_base_model`)."""
+        return (getattr(self, "model_card_info", None) or {}).get("base_model") or self._card_base_model
+
+    def _push_checkpoint(self, checkpoint_folder: str) -> None:
+        """Push a saved checkpoint as `hub_strategy` says (`sec_trl.hub.checkpoint_parts`), from the main process.
+        The first failure (offline, no token, ...) is logged once with how to push later, and stops further
+        checkpoint pushes; training goes on (everything is on disk)."""
+        from .hub import checkpoint_parts, push_failure_message, upload
+
+        if not self.is_world_process_zero() or self.hub_push_failure is not None:
+            return
+        parts = checkpoint_parts(self.args, checkpoint_folder)
+        if not parts:
+            return
+        self.callback_handler.on_push_begin(self.args, self.state, self.control)
+        by_steps = str(getattr(self.args.save_strategy, "value", self.args.save_strategy)) == "steps"
+        progress = f"step {self.state.global_step}" if by_steps else f"epoch {int(self.state.epoch or 0)}"
+        try:
+            self.hub_model_id, _ = upload(
+                self.args,
+                parts,
+                base_model=self._hub_base_model(),
+                commit_message=f"Training in progress, {progress}",
+            )
+        except Exception as exc:  # keep training: everything is on disk
+            self.hub_push_failure = exc
+            logger.warning(push_failure_message(exc, self.args.output_dir, repo_id=self.args.hub_model_id))
+
+    def push_to_hub(
+        self,
+        commit_message: str | None = "End of training",
+        blocking: bool = True,
+        token: str | None = None,
+        revision: str | None = None,
+        private: bool | None = None,
+        **kwargs,
+    ):
+        """Trainer's `push_to_hub` (save the model, write the card, upload `output_dir` without its checkpoints),
+        through `sec_trl.hub`: the SENT card (`kwargs` go to `create_model_card`, e.g. `dataset_name=...`), a staged
+        copy without `training_args.bin`, local paths or tokens. Always blocking (the staged copy lives for the
+        upload only). Returns the `CommitInfo` on the main process, None elsewhere; a failure raises
+        `sec_trl.hub.HubPushError`, whose message says how to push the saved run later."""
+        self.callback_handler.on_push_begin(self.args, self.state, self.control)
+        model_name = kwargs.pop("model_name", None)
+        if model_name is None and self.args.should_save:
+            model_name = (self.args.hub_model_id or Path(self.args.output_dir).name).split("/")[-1]
+        self.save_model(_internal_call=True)  # on every process (sharded saves), written by the main one
+        if not self.is_world_process_zero():
+            return None
+        self.create_model_card(model_name=model_name, **kwargs)
+        return self.push_output_dir(commit_message=commit_message, token=token, revision=revision, private=private)
+
+    def push_output_dir(
+        self,
+        commit_message: str | None = "End of training",
+        token: str | None = None,
+        revision: str | None = None,
+        private: bool | None = None,
+    ):
+        """Upload `output_dir` as it is on disk (final model, card and whatever else was saved there, without the
+        checkpoints), staged by `sec_trl.hub`; nothing is saved or rendered first (`push_to_hub` does both). Main
+        process only (None elsewhere). Raises `sec_trl.hub.HubPushError` on failure."""
+        from .hub import HubPushError, output_dir_parts, push_failure_message, upload
+
+        if not self.is_world_process_zero():
+            return None
+        try:
+            self.hub_model_id, info = upload(
+                self.args,
+                output_dir_parts(self.args),
+                base_model=self._hub_base_model(),
+                commit_message=commit_message,
+                token=token,
+                private=private,
+                revision=revision,
+            )
+        except Exception as exc:  # offline, no token, no permission, a leak: the local copy is complete
+            message = push_failure_message(exc, self.args.output_dir, repo_id=self.args.hub_model_id)
+            raise HubPushError(message) from exc
+        return info
 
     def _generate_and_score_completions(self, inputs):
         if self.model.training:
