@@ -1,12 +1,14 @@
 """Pushing to the Hub from the main process only, after the files are safely on disk, without local paths.
 
-Trainer's own push creates the repository when the trainer is built (so an offline run fails before doing any
-work), pushes TRL's generic model card, and uploads `training_args.bin`, which holds local paths. Here the run
-always saves locally first; pushes follow `hub_strategy` and a failure is reported once, never fatal to training.
+`SETGRPOTrainer` publishes through this module whatever starts the upload: `push_to_hub=True` (checkpoints as
+`hub_strategy` says), `trainer.push_to_hub()`, `trainer.save_model()` with `push_to_hub=True`, and train.py. Trainer's
+own push would create the repository when the trainer is built (so an offline run fails before doing any work),
+and uploads `output_dir` as it is, `training_args.bin` (local paths) included. Here a push never starts before the
+files are saved, and a failed checkpoint push is reported once, never fatal to training.
 
-Every upload goes through :func:`stage_for_upload`: a staging copy of the folder (weights hard-linked, not copied)
-in which JSON files have their local paths replaced (`adapter_config.json`'s `base_model_name_or_path` by the base
-model's Hub id or name, any other absolute path by its base name), the semantic-entropy cache and
+Every upload goes through :func:`stage_for_upload` / :func:`stage_parts`: a staging copy (weights hard-linked, not
+copied) in which JSON files have their local paths replaced (`adapter_config.json`'s `base_model_name_or_path` by
+the base model's Hub id or name, any other absolute path by its base name), the semantic-entropy cache and
 `training_args.bin` are left out, and a final scan refuses the upload if any text file still holds a local path or
 a token.
 
@@ -27,10 +29,9 @@ import shutil
 import sys
 import tempfile
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-from transformers import TrainerCallback
 
 from .model_card import REPO_ID_PLACEHOLDER, secrets_of
 from .script_args import shown_path
@@ -40,6 +41,22 @@ logger = logging.getLogger(__name__)
 
 # never uploaded: local paths (training_args.bin), temporary and hidden files, the ranking's sample cache
 IGNORE_PATTERNS = ["training_args.bin", "_*", ".*", "*.tmp", "se_ranking/shards/*"]
+# what a checkpoint holds besides the model: pushed into `last-checkpoint/` or `checkpoint-N/` (to resume from), never
+# to the repository root, which gets the model, its tokenizer and the SENT card of `output_dir`
+CHECKPOINT_STATE_PATTERNS = [
+    "optimizer.pt",
+    "scheduler.pt",
+    "scaler.pt",
+    "rng_state*",
+    "global_step*",
+    "latest",
+    "zero_to_fp32.py",
+    "trainer_state.json",
+    "entropy_ctrl_state.json",
+    "sec_trl_ref_model.pt",
+    "README.md",  # peft's generic adapter card: the root gets the SENT card instead
+]
+CARD_FILES = ["README.md", "assets/*"]
 TEXT_SUFFIXES = (".json", ".jsonl", ".md", ".txt", ".yaml", ".yml", ".jinja", ".j2", ".py", ".csv")
 _MAX_TEXT_BYTES = 64 * 1024 * 1024
 
@@ -122,6 +139,18 @@ def _path_pattern(root: str) -> re.Pattern:
 _PATH_END = r"(?=[/\\\"'\s,;)\]}]|$)"
 
 
+@dataclass(frozen=True)
+class Part:
+    """Files of ``folder`` to upload under ``prefix`` ("" = the repository root): all but ``ignore`` (and
+    :data:`IGNORE_PATTERNS`), or only those matching ``only`` when given. Patterns are fnmatch patterns on the path
+    relative to ``folder``; one without ``/`` also matches any single path component."""
+
+    folder: str | os.PathLike
+    prefix: str = ""
+    ignore: Sequence[str] = ()
+    only: Sequence[str] | None = None
+
+
 def stage_for_upload(
     folder: str | os.PathLike,
     staging: str | os.PathLike,
@@ -132,34 +161,57 @@ def stage_for_upload(
 ) -> Path:
     """Copy ``folder`` into ``staging`` as it will be uploaded: ignored files left out, weights hard-linked, JSON
     scrubbed of local paths. Raises ``ValueError`` (naming the file) when a local path or token would remain."""
-    folder, staging = Path(folder), Path(staging)
-    roots = local_roots([folder.resolve(), getattr(args, "output_dir", None)])
-    patterns = [*IGNORE_PATTERNS, *ignore]
-    for path in sorted(folder.rglob("*")):
-        relative = path.relative_to(folder).as_posix()
-        if not path.is_file() or _ignored(relative, patterns):
-            continue
-        target = staging / relative
-        target.parent.mkdir(parents=True, exist_ok=True)
-        suffix, small = path.suffix.lower(), path.stat().st_size <= _MAX_TEXT_BYTES
-        if suffix == ".json" and small:
-            try:
-                data = json.loads(path.read_text(encoding="utf-8"))
-            except ValueError:
-                target.write_text(_scrub_text(path.read_text(encoding="utf-8", errors="replace"), roots))
+    return stage_parts([Part(folder, ignore=tuple(ignore))], staging, base_model=base_model, args=args)
+
+
+def stage_parts(
+    parts: Sequence[Part],
+    staging: str | os.PathLike,
+    *,
+    base_model: str | None = None,
+    args: Any = None,
+    secrets: Sequence[str] = (),
+) -> Path:
+    """:func:`stage_for_upload` for several folders in one staging tree (one commit): each part's files under its
+    prefix. A later part does not overwrite a file an earlier part staged."""
+    staging = Path(staging)
+    roots = local_roots([*(Path(part.folder).resolve() for part in parts), getattr(args, "output_dir", None)])
+    for part in parts:
+        folder = Path(part.folder)
+        patterns = [*IGNORE_PATTERNS, *part.ignore]
+        for path in sorted(folder.rglob("*")):
+            relative = path.relative_to(folder).as_posix()
+            if not path.is_file() or _ignored(relative, patterns):
                 continue
-            target.write_text(json.dumps(_scrub(data, roots, base_model), indent=2, ensure_ascii=False) + "\n")
-        elif suffix in TEXT_SUFFIXES and small:  # e.g. the README.md peft writes into each adapter checkpoint
-            target.write_text(_scrub_text(path.read_text(encoding="utf-8", errors="replace"), roots))
-        else:
-            try:
-                os.link(path, target)  # no copy of multi-GB weights
-            except OSError:
-                shutil.copyfile(path, target)
-    leaks = find_leaks(staging, roots, secrets_of(args))
+            if part.only is not None and not any(fnmatch.fnmatch(relative, pattern) for pattern in part.only):
+                continue
+            target = staging / part.prefix / relative
+            if target.exists():
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            _stage_file(path, target, roots, base_model)
+    leaks = find_leaks(staging, roots, [*secrets_of(args), *(s for s in secrets if s)])
     if leaks:
         raise ValueError(f"Refusing to upload: {len(leaks)} file(s) would publish local data: {leaks[:5]}")
     return staging
+
+
+def _stage_file(path: Path, target: Path, roots: Sequence[str], base_model: str | None) -> None:
+    suffix, small = path.suffix.lower(), path.stat().st_size <= _MAX_TEXT_BYTES
+    if suffix == ".json" and small:
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except ValueError:
+            target.write_text(_scrub_text(path.read_text(encoding="utf-8", errors="replace"), roots))
+            return
+        target.write_text(json.dumps(_scrub(data, roots, base_model), indent=2, ensure_ascii=False) + "\n")
+    elif suffix in TEXT_SUFFIXES and small:  # e.g. the README.md peft writes into each adapter checkpoint
+        target.write_text(_scrub_text(path.read_text(encoding="utf-8", errors="replace"), roots))
+    else:
+        try:
+            os.link(path, target)  # no copy of multi-GB weights
+        except OSError:
+            shutil.copyfile(path, target)
 
 
 def hub_base_model(base_model: str | None) -> str | None:
@@ -223,56 +275,73 @@ def push_failure_message(exc: BaseException, output_dir: str, repo_id: str | Non
 # uploading
 
 
-def _upload(args, folder: str, path_in_repo: str, ignore: list[str], base_model: str | None) -> str:
+class HubPushError(RuntimeError):
+    """A push failed; the message (:func:`push_failure_message`) says why, that nothing is lost, and how to push
+    later. The original exception is its ``__cause__``."""
+
+
+def _strategy(args) -> str:
+    return str(getattr(args.hub_strategy, "value", args.hub_strategy))
+
+
+def upload(
+    args,
+    parts: Sequence[Part],
+    *,
+    base_model: str | None = None,
+    commit_message: str | None = None,
+    token: str | None = None,
+    private: bool | None = None,
+    revision: str | None = None,
+):
+    """Create the repository if needed (``args.hub_model_id``, else the output directory's name) and upload
+    ``parts`` as one commit of their staged, path-free copy. Returns ``(repo_id, CommitInfo)``; raises what the Hub
+    client raises (offline, no token, ...) or ``ValueError`` when the staged copy would publish local data."""
     from huggingface_hub import HfApi
 
-    api = HfApi(token=args.hub_token)
-    repo_id = api.create_repo(
-        args.hub_model_id or Path(args.output_dir).name, private=bool(args.hub_private_repo), exist_ok=True
-    ).repo_id
-    with tempfile.TemporaryDirectory(prefix="_sec_trl-upload-", dir=os.path.dirname(os.path.abspath(folder))) as tmp:
-        staged = stage_for_upload(folder, tmp, ignore=ignore, base_model=hub_base_model(base_model), args=args)
-        api.upload_folder(
+    token = token if token is not None else getattr(args, "hub_token", None)
+    private = private if private is not None else getattr(args, "hub_private_repo", None)
+    revision = revision if revision is not None else getattr(args, "hub_revision", None)
+    api = HfApi(token=token)
+    name = getattr(args, "hub_model_id", None) or Path(args.output_dir).absolute().name
+    repo_id = api.create_repo(name, private=bool(private), exist_ok=True).repo_id
+    # staged inside output_dir (same file system, so weights are hard-linked); "_*" is never uploaded
+    os.makedirs(args.output_dir, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="_sec_trl-upload-", dir=args.output_dir) as tmp:
+        staged = stage_parts(parts, tmp, base_model=hub_base_model(base_model), args=args, secrets=[token or ""])
+        info = api.upload_folder(
             repo_id=repo_id,
             folder_path=str(staged),
-            path_in_repo=path_in_repo,
-            commit_message=f"sec_trl: {path_in_repo if path_in_repo != '.' else 'model'}",
+            commit_message=commit_message or "sec_trl: model",
+            revision=revision,
         )
-    return repo_id
+    return repo_id, info
 
 
-class HubStrategyCallback(TrainerCallback):
-    """`hub_strategy` for checkpoints: `every_save` (the model at the repo root), `checkpoint` (the latest checkpoint
-    in `last-checkpoint/`, for resuming), `all_checkpoints` (each in `checkpoint-N/`); `end` pushes nothing here.
-    After the first failure (offline, no token) it reports once and stops trying; the final push decides the exit
-    code."""
+def output_dir_parts(args) -> list[Part]:
+    """The final model and card: ``output_dir`` without its checkpoints."""
+    return [Part(args.output_dir, ignore=("checkpoint-*",))]
 
-    def __init__(self, base_model: str | None = None):
-        self.failure: BaseException | None = None
-        self.base_model = base_model
 
-    def on_save(self, args, state, control, **kwargs):
-        strategy = str(getattr(args.hub_strategy, "value", args.hub_strategy))
-        if not state.is_world_process_zero or self.failure is not None or strategy == "end":
-            return
-        name = f"checkpoint-{state.global_step}"
-        folder = os.path.join(args.output_dir, name)
-        target, ignore = {
-            "every_save": (".", ["optimizer.pt", "scheduler.pt", "rng_state*", "global_step*", "trainer_state.json"]),
-            "checkpoint": ("last-checkpoint", []),
-            "all_checkpoints": (name, []),
-        }[strategy]
-        try:
-            _upload(args, folder, target, ignore, self.base_model)
-        except Exception as exc:  # keep training: everything is on disk
-            self.failure = exc
-            logger.warning(push_failure_message(exc, args.output_dir, repo_id=args.hub_model_id))
+def checkpoint_parts(args, checkpoint_folder: str | os.PathLike) -> list[Part]:
+    """What a checkpoint push uploads, as transformers' `hub_strategy` defines it (nothing for `end`): the
+    checkpoint's model and tokenizer at the repository root with the SENT card of ``output_dir``; with `checkpoint`
+    also the whole checkpoint in `last-checkpoint/` (for resuming), with `all_checkpoints` in `checkpoint-N/`."""
+    strategy = _strategy(args)
+    if strategy == "end":
+        return []
+    parts = [Part(checkpoint_folder, ignore=tuple(CHECKPOINT_STATE_PATTERNS)), Part(args.output_dir, only=CARD_FILES)]
+    if strategy == "checkpoint":
+        parts.append(Part(checkpoint_folder, prefix="last-checkpoint"))
+    elif strategy == "all_checkpoints":
+        parts.append(Part(checkpoint_folder, prefix=Path(checkpoint_folder).name))
+    return parts
 
 
 def push_output_dir(args, base_model: str | None = None) -> bool:
     """Upload the final model and card (not the checkpoints). Returns False, after saying why, when it fails."""
     try:
-        repo_id = _upload(args, args.output_dir, ".", ["checkpoint-*"], base_model)
+        repo_id, _ = upload(args, output_dir_parts(args), base_model=base_model)
         print(f"Pushed to https://huggingface.co/{repo_id}")
         return True
     except Exception as exc:  # offline, no token, no permission: say so, the local copy is complete

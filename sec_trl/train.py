@@ -141,11 +141,9 @@ def main(script_args: SENTScriptArguments, training_args, model_args) -> None:
             train_dataset, model_path, script_args, training_args, dtype=model_args.dtype
         )
 
-    # 3. trainer. Pushes come from sec_trl.hub, from the main process, after each save (hub_strategy) and at the
-    # end (step 5): Trainer's own push would create the repo before training (failing offline before any work is
-    # done), push TRL's generic card and upload training_args.bin (local paths).
-    push = training_args.push_to_hub
-    training_args.push_to_hub = False
+    # 3. trainer. With --push_to_hub it publishes through sec_trl.hub (nothing contacted before the first save;
+    # checkpoints as hub_strategy says, a failure reported once and training goes on; staged copies without
+    # training_args.bin, local paths or tokens, with the SENT card); the final push is step 5
     trainer = SETGRPOTrainer(
         model=model_path,
         reward_funcs=reward_funcs,
@@ -154,20 +152,17 @@ def main(script_args: SENTScriptArguments, training_args, model_args) -> None:
         eval_dataset=eval_dataset,
         peft_config=get_peft_config(model_args),
     )
-    if push:
-        from sec_trl.hub import HubStrategyCallback
-
-        trainer.add_callback(HubStrategyCallback(base_model=model_shown))
     trainer.model_card_info = {
         "base_model": model_shown,
         "dataset_name": script_args.dataset_shown(),
         "se_histogram": se_histogram,
     }
 
-    # 4. train (resumable), save. From here on an error keeps its traceback (sec_trl.errors): not a user's flag
+    # 4. train (resumable), save (not pushed yet: step 5 pushes output_dir once everything below is in it).
+    # From here on an error keeps its traceback (sec_trl.errors): it is not a user's flag
     with work_phase():
         trainer.train(resume_from_checkpoint=resume)
-    trainer.save_model(training_args.output_dir)
+    trainer.save_model(training_args.output_dir, _internal_call=True)
     trainer.create_model_card()  # output_dir/README.md + assets/, main process only
     if script_args.save_merged and model_args.use_peft:
         save_merged_model(trainer, os.path.join(training_args.output_dir, "merged"))
@@ -176,12 +171,24 @@ def main(script_args: SENTScriptArguments, training_args, model_args) -> None:
 
     # 5. push: everything is on disk already, so a failed push loses nothing
     trainer.accelerator.wait_for_everyone()
-    from sec_trl.hub import push_output_dir
-
-    pushed = not push or not trainer.accelerator.is_main_process or push_output_dir(training_args, model_shown)
+    pushed = not training_args.push_to_hub or push_final(trainer)
     trainer.accelerator.end_training()
     if not pushed:
         sys.exit(1)
+
+
+def push_final(trainer) -> bool:
+    """The trainer's push of output_dir as saved (`push_output_dir`, main process only); False, after saying why
+    and how to push later, when it fails."""
+    from sec_trl.hub import HubPushError
+
+    try:
+        if trainer.push_output_dir() is not None:
+            print(f"Pushed to https://huggingface.co/{trainer.hub_model_id}")
+    except HubPushError as exc:
+        print(exc, file=sys.stderr)
+        return False
+    return True
 
 
 def load_eval_dataset(script_args: SENTScriptArguments, training_args):

@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import os
 import textwrap
 import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from accelerate.logging import get_logger
+from datasets import Dataset, DatasetDict, IterableDataset, IterableDatasetDict
+from transformers import PreTrainedModel, PreTrainedTokenizerBase, ProcessorMixin, TrainerCallback
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from trl import GRPOTrainer
 from trl.trainer.utils import get_config_model_id, nanmax, nanmin
 
@@ -16,6 +25,12 @@ from .curriculum_trainer import REF_MODEL_CHECKPOINT_NAME as REF_MODEL_CHECKPOIN
 from .curriculum_trainer import CurriculumTrainerMixin
 from .losses import clip_cov_per_token_loss, kl_cov_per_token_loss, sent_per_token_loss
 from .model_card import card_model_name, tracker_links
+
+
+if TYPE_CHECKING:
+    from peft import PeftConfig, PeftModel
+    from transformers import BitsAndBytesConfig
+    from trl.trainer.grpo_trainer import EnvironmentFactory, RewardFunc, RolloutFunc
 
 
 logger = get_logger(__name__)
@@ -28,6 +43,24 @@ INERT_WARNING = (
     "run: --steps_per_generation {spg_fix} or --num_iterations {it_fix} (each alone makes "
     "gradient_accumulation_steps not a multiple of steps_per_generation * num_iterations)."
 )
+
+
+@contextlib.contextmanager
+def _tokens_removed(args):
+    """``args`` with every ``*_token`` string field (TrainingArguments.to_dict's rule: `hub_token`) set to None
+    inside the block, restored after."""
+    saved = {
+        f.name: getattr(args, f.name)
+        for f in dataclasses.fields(args)
+        if f.name.endswith("_token") and isinstance(getattr(args, f.name, None), str)
+    }
+    try:
+        for name in saved:
+            setattr(args, name, None)
+        yield args
+    finally:
+        for name, value in saved.items():
+            setattr(args, name, value)
 
 
 class SETGRPOTrainer(CurriculumTrainerMixin, GRPOTrainer):
@@ -47,11 +80,18 @@ class SETGRPOTrainer(CurriculumTrainerMixin, GRPOTrainer):
       recorded), the regulariser gets the detached current log-probs as old ones, so its KL term is exactly 0 with
       exactly 0 gradient (docs/method.md, "On-policy rule"); and `clip_ratio/*` is not logged for `sent` /
       `kl_cov`, which do not clip.
-    - `__init__`: validates the curriculum's semantic-entropy column before the model loads, and warns once when the
+    - `__init__`: TRL's parameters, order and defaults (`tests/test_trainer.py` compares the signatures); it
+      validates the curriculum's semantic-entropy column before the model loads, and warns once when the
       configuration makes the KL term inert (fully on-policy updates).
     - `_get_train_sampler`: with `args.curriculum`, a [`CurriculumSampler`] (low to high semantic entropy, in
       stages, same order on every process, same contract as TRL's `RepeatSampler`) instead of `RepeatSampler`.
     - `create_model_card`: the SENT card from `model_cards/` (settings, curves, citation, no local paths).
+    - Hub uploads (`push_to_hub=True` with any `hub_strategy`, `push_to_hub()`, `save_model()` with `push_to_hub`):
+      through `sec_trl.hub`, a staged copy without `training_args.bin`, local paths or tokens, with the SENT card
+      (`init_hf_repo`, `_push_from_checkpoint`, `_save_checkpoint`, `push_to_hub`, `push_output_dir`). Nothing is
+      contacted before the first save; a failed checkpoint push is reported once and training goes on.
+    - `_save`: `training_args.bin` (a pickle of the args, in `output_dir` and every checkpoint) is written with
+      `hub_token` (every `*_token` field) set to None: the token is never stored in plain text.
     - `_generate_and_score_completions` / `_calculate_rewards`: call TRL's, then log the curriculum position and
       the online semantic entropy of the GRPO groups; record the optimizer step of each rollout batch.
     - With `args.curriculum_stage_restart`: at the first rollout batch of each new stage the optimizer state is
@@ -77,7 +117,28 @@ class SETGRPOTrainer(CurriculumTrainerMixin, GRPOTrainer):
             }"""),
     }
 
-    def __init__(self, model, reward_funcs, args: SETGRPOConfig | None = None, **kwargs):
+    def __init__(
+        self,
+        model: str | PreTrainedModel | PeftModel,
+        reward_funcs: RewardFunc | list[RewardFunc] | None = None,
+        args: SETGRPOConfig | None = None,
+        train_dataset: Dataset | IterableDataset | None = None,
+        eval_dataset: Dataset
+        | IterableDataset
+        | DatasetDict
+        | IterableDatasetDict
+        | dict[str, Dataset | IterableDataset]
+        | None = None,
+        processing_class: PreTrainedTokenizerBase | ProcessorMixin | None = None,
+        reward_processing_classes: PreTrainedTokenizerBase | list[PreTrainedTokenizerBase] | None = None,
+        callbacks: list[TrainerCallback] | None = None,
+        optimizers: tuple[torch.optim.Optimizer | None, torch.optim.lr_scheduler.LambdaLR | None] = (None, None),
+        quantization_config: BitsAndBytesConfig | None = None,
+        peft_config: PeftConfig | None = None,
+        tools: list[Callable] | None = None,
+        rollout_func: RolloutFunc | None = None,
+        environment_factory: EnvironmentFactory | dict[str, EnvironmentFactory] | None = None,
+    ):
         if args is None:
             model_name = model if isinstance(model, str) else get_config_model_id(model.config)
             args = SETGRPOConfig(f"{model_name.split('/')[-1]}-SENT")
@@ -87,11 +148,28 @@ class SETGRPOTrainer(CurriculumTrainerMixin, GRPOTrainer):
                 "SETGRPOConfig(**your_grpo_config.to_dict()) or use trl.GRPOTrainer."
             )
         if args.curriculum:  # fail before the model is loaded
-            if kwargs.get("train_dataset") is None:
+            if train_dataset is None:
                 raise ValueError("curriculum=True needs a train_dataset with a semantic-entropy column.")
-            validate_semantic_entropy_column(kwargs["train_dataset"], args.curriculum_se_column)
+            validate_semantic_entropy_column(train_dataset, args.curriculum_se_column)
         self._curriculum_sampler: CurriculumSampler | None = None
-        super().__init__(model, reward_funcs, args=args, **kwargs)
+        # the first failed checkpoint push (then no more are tried); see _push_checkpoint
+        self.hub_push_failure: BaseException | None = None
+        super().__init__(
+            model,
+            reward_funcs,
+            args,
+            train_dataset,
+            eval_dataset,
+            processing_class=processing_class,
+            reward_processing_classes=reward_processing_classes,
+            callbacks=callbacks,
+            optimizers=optimizers,
+            quantization_config=quantization_config,
+            peft_config=peft_config,
+            tools=tools,
+            rollout_func=rollout_func,
+            environment_factory=environment_factory,
+        )
         # the base model as the card shows it: the embedded copy by name, a Hub id as is, a local path by its name
         self._card_base_model = card_model_name(model if isinstance(model, str) else get_config_model_id(model.config))
         # optimizer step (global_step) at which the buffered rollout batch was generated: while it is unchanged, no
@@ -138,6 +216,113 @@ class SETGRPOTrainer(CurriculumTrainerMixin, GRPOTrainer):
             tags=[tags] if isinstance(tags, str) else tags,
             tracker_links=tracker_links(),
         )
+
+    # ----------------------------------------------------------------------------------------------------------------
+    # saving and publishing: no token on disk, every upload staged by sec_trl.hub
+
+    def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
+        """Trainer's save, with `training_args.bin` (a pickle of `self.args`) written without the Hub token."""
+        with _tokens_removed(self.args):
+            super()._save(output_dir, state_dict)
+
+    def init_hf_repo(self, token: str | None = None, private: bool | None = None) -> None:
+        """No network at construction (Trainer would create the repository here, so an offline run would fail
+        before any work): the repository is created, if missing, by the first upload."""
+        if self.is_world_process_zero():
+            self.hub_model_id = self.args.hub_model_id or Path(self.args.output_dir).absolute().name
+            self.push_in_progress = None
+
+    def _push_from_checkpoint(self, checkpoint_folder: str) -> None:
+        """Not Trainer's push, which writes `training_args.bin` into `output_dir` and uploads the folder as it is:
+        `_save_checkpoint` pushes once the checkpoint is complete (the reference model included)."""
+
+    def _save_checkpoint(self, model, trial):
+        super()._save_checkpoint(model, trial)
+        if self.args.push_to_hub:
+            folder = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+            self._push_checkpoint(os.path.join(self._get_output_dir(trial=trial), folder))
+
+    def _hub_base_model(self) -> str | None:
+        """What `adapter_config.json` names as the base model once uploaded (see `sec_trl.hub.hub_base_model`)."""
+        return (getattr(self, "model_card_info", None) or {}).get("base_model") or self._card_base_model
+
+    def _push_checkpoint(self, checkpoint_folder: str) -> None:
+        """Push a saved checkpoint as `hub_strategy` says (`sec_trl.hub.checkpoint_parts`), from the main process.
+        The first failure (offline, no token, ...) is logged once with how to push later, and stops further
+        checkpoint pushes; training goes on (everything is on disk)."""
+        from .hub import checkpoint_parts, push_failure_message, upload
+
+        if not self.is_world_process_zero() or self.hub_push_failure is not None:
+            return
+        parts = checkpoint_parts(self.args, checkpoint_folder)
+        if not parts:
+            return
+        self.callback_handler.on_push_begin(self.args, self.state, self.control)
+        by_steps = str(getattr(self.args.save_strategy, "value", self.args.save_strategy)) == "steps"
+        progress = f"step {self.state.global_step}" if by_steps else f"epoch {int(self.state.epoch or 0)}"
+        try:
+            self.hub_model_id, _ = upload(
+                self.args,
+                parts,
+                base_model=self._hub_base_model(),
+                commit_message=f"Training in progress, {progress}",
+            )
+        except Exception as exc:  # keep training: everything is on disk
+            self.hub_push_failure = exc
+            logger.warning(push_failure_message(exc, self.args.output_dir, repo_id=self.args.hub_model_id))
+
+    def push_to_hub(
+        self,
+        commit_message: str | None = "End of training",
+        blocking: bool = True,
+        token: str | None = None,
+        revision: str | None = None,
+        private: bool | None = None,
+        **kwargs,
+    ):
+        """Trainer's `push_to_hub` (save the model, write the card, upload `output_dir` without its checkpoints),
+        through `sec_trl.hub`: the SENT card (`kwargs` go to `create_model_card`, e.g. `dataset_name=...`), a staged
+        copy without `training_args.bin`, local paths or tokens. Always blocking (the staged copy lives for the
+        upload only). Returns the `CommitInfo` on the main process, None elsewhere; a failure raises
+        `sec_trl.hub.HubPushError`, whose message says how to push the saved run later."""
+        self.callback_handler.on_push_begin(self.args, self.state, self.control)
+        model_name = kwargs.pop("model_name", None)
+        if model_name is None and self.args.should_save:
+            model_name = (self.args.hub_model_id or Path(self.args.output_dir).name).split("/")[-1]
+        self.save_model(_internal_call=True)  # on every process (sharded saves), written by the main one
+        if not self.is_world_process_zero():
+            return None
+        self.create_model_card(model_name=model_name, **kwargs)
+        return self.push_output_dir(commit_message=commit_message, token=token, revision=revision, private=private)
+
+    def push_output_dir(
+        self,
+        commit_message: str | None = "End of training",
+        token: str | None = None,
+        revision: str | None = None,
+        private: bool | None = None,
+    ):
+        """Upload `output_dir` as it is on disk (final model, card and whatever else was saved there, without the
+        checkpoints), staged by `sec_trl.hub`; nothing is saved or rendered first (`push_to_hub` does both). Main
+        process only (None elsewhere). Raises `sec_trl.hub.HubPushError` on failure."""
+        from .hub import HubPushError, output_dir_parts, push_failure_message, upload
+
+        if not self.is_world_process_zero():
+            return None
+        try:
+            self.hub_model_id, info = upload(
+                self.args,
+                output_dir_parts(self.args),
+                base_model=self._hub_base_model(),
+                commit_message=commit_message,
+                token=token,
+                private=private,
+                revision=revision,
+            )
+        except Exception as exc:  # offline, no token, no permission, a leak: the local copy is complete
+            message = push_failure_message(exc, self.args.output_dir, repo_id=self.args.hub_model_id)
+            raise HubPushError(message) from exc
+        return info
 
     def _generate_and_score_completions(self, inputs):
         if self.model.training:

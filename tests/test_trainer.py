@@ -1,14 +1,15 @@
 """SETGRPOTrainer against TRL's GRPOTrainer, a CPU training smoke test, and config validation."""
 
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
-from helpers.trainer import length_reward, make_config, tiny_dataset
+from helpers.trainer import CounterEnvironment, length_reward, make_config, tiny_dataset, tool_calling_tokenizer
 from transformers import TrainerCallback
 from trl import GRPOTrainer
 
-from sec_trl import SETGRPOTrainer, sent_per_token_loss
+from sec_trl import SETGRPOConfig, SETGRPOTrainer, sent_per_token_loss
 
 
 def _trainer(tiny_model_dir, tmp_path, **overrides):
@@ -333,6 +334,59 @@ def test_grpo_config_is_rejected(tiny_model_dir, tmp_path):
     args = GRPOConfig(output_dir=str(tmp_path), use_cpu=True, bf16=False, report_to="none")
     with pytest.raises(TypeError, match="SETGRPOConfig"):
         SETGRPOTrainer(model=tiny_model_dir, reward_funcs=length_reward, args=args, train_dataset=tiny_dataset())
+
+
+def test_constructor_signature_is_grpo_trainers():
+    """Same parameters as TRL's GRPOTrainer.__init__: names, kinds, order, defaults (fails when TRL drifts)."""
+    import inspect
+
+    def shape(cls):
+        return [(p.name, p.kind, p.default) for p in inspect.signature(cls.__init__).parameters.values()]
+
+    assert shape(SETGRPOTrainer) == shape(GRPOTrainer)
+
+
+def test_model_alone_is_accepted_as_by_grpo_trainer(tiny_model_dir, tmp_path, monkeypatch):
+    """`SETGRPOTrainer(model)` is a valid call, as `GRPOTrainer(model)` is: it gets past our constructor and the
+    model load to TRL's own check that some reward source exists (reward_funcs or an environment's get_reward)."""
+    monkeypatch.chdir(tmp_path)  # the default args name ./<model name>-SENT
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(ValueError, match="No reward source provided. Pass `reward_funcs`, or an `environment_f"):
+            SETGRPOTrainer(tiny_model_dir)
+
+
+def test_reward_funcs_omitted_with_an_environment_that_owns_the_reward(tiny_model_dir, tmp_path, monkeypatch):
+    """TRL's `reward_funcs`-less form: the environment scores. Default args: a SETGRPOConfig named after the model."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("TRL_EXPERIMENTAL_SILENCE", "1")
+    tokenizer = tool_calling_tokenizer(tiny_model_dir)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        env = {"processing_class": tokenizer, "environment_factory": CounterEnvironment}
+        default = SETGRPOTrainer(tiny_model_dir, train_dataset=tiny_dataset(), **env)
+        assert isinstance(default.args, SETGRPOConfig)
+        assert default.args.output_dir == f"{Path(tiny_model_dir).name}-SENT"
+        trainer = SETGRPOTrainer(
+            tiny_model_dir,
+            args=make_config(tmp_path, max_steps=1),
+            train_dataset=tiny_dataset(),
+            **env,
+        )
+    assert trainer.reward_func_names == ["CounterEnvironment"]
+    trainer.train()
+    assert trainer.state.global_step == 1 and "sent/high_cov_frac" in trainer.state.log_history[0]
+
+
+def test_positional_model_reward_funcs_args_train_dataset(tiny_model_dir, tmp_path):
+    """`SETGRPOTrainer(model, reward_funcs, args, train_dataset)`, positional as TRL allows."""
+    args = make_config(tmp_path, max_steps=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer = SETGRPOTrainer(tiny_model_dir, length_reward, args, tiny_dataset())
+    assert trainer.args is args and trainer.reward_func_names == ["length_reward"]
+    trainer.train()
+    assert trainer.state.global_step == 1
 
 
 def test_curriculum_feeds_low_then_high_semantic_entropy(tiny_model_dir, tmp_path):

@@ -102,3 +102,41 @@ def loss_and_grads(trainer, inputs, loss_fn=None):
     loss.backward()
     grads = {n: p.grad.clone() for n, p in trainer.model.named_parameters() if p.grad is not None}
     return loss.detach(), grads
+
+
+class CounterEnvironment:
+    """A TRL `environment_factory` environment that owns its reward (`get_reward`): GRPOTrainer then needs no
+    `reward_funcs`. Its one tool adds to a counter; the reward is the counter."""
+
+    def reset(self, **kwargs):
+        self.count = 0
+
+    def increment(self, step: int) -> str:
+        """
+        Add to the counter.
+
+        Args:
+            step: How much to add.
+
+        Returns:
+            The new value of the counter.
+        """
+        self.count += step
+        return str(self.count)
+
+    def get_reward(self) -> float:
+        return float(self.count)
+
+
+def tool_calling_tokenizer(model_dir):
+    """The tiny model's tokenizer with TRL's Qwen3 chat template (SmolLM2's cannot render tool calls), as
+    `environment_factory` requires."""
+    from pathlib import Path
+
+    import trl
+    from transformers import AutoTokenizer
+    from trl.chat_template_utils import add_response_schema
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    tokenizer.chat_template = (Path(trl.__file__).parent / "chat_templates" / "qwen3.jinja").read_text()
+    return add_response_schema(tokenizer)
