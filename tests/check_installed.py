@@ -228,7 +228,9 @@ def main() -> int:
         )
         return 1
     if not args.keep:
+        log(f"checks passed after {elapsed:.0f} s; removing {workdir}")
         shutil.rmtree(workdir, ignore_errors=True)
+        elapsed = time.monotonic() - start
     venv = f"the reused venv {args.venv}" if args.venv else "a fresh venv"
     print(
         f"check-installed: OK (the wheel in {venv}, outside the repository: the README snippet and accelerate "
