@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 train: $(STAMP)
-	$(BIN)/accelerate launch train.py $(ARGS)
+	$(BIN)/accelerate launch -q train.py $(ARGS)  # -q: a user error ends with its one error line, no accelerate traceback
 
 # the other commands, from any shell, without activating .venv: make rank ARGS="--output_dir runs/ranked ..."
 rank: $(STAMP)
