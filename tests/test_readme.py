@@ -1,4 +1,5 @@
-"""Every command line in the README parses with the real parsers: flags exist, values validate, files exist.
+"""Every command line in the README and in docs/ parses with the real parsers: flags exist, values validate, files
+exist.
 
 The commands that need a GPU, the Hub or many minutes (the reference recipe, a Qwen LoRA run, the paper's
 benchmarks) cannot run here; parsing them with the same parser `train.py`, `sec_trl.rank` and `sec_trl.evaluate`
@@ -11,6 +12,8 @@ from __future__ import annotations
 
 import re
 import shlex
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -18,20 +21,23 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
+# the README is a map; the flag reference and the longer examples live in docs/ and are held to the same standard
+DOCS = [README, *(path.read_text() for path in sorted((ROOT / "docs").glob("*.md")))]
 # overrides that let a GPU / vLLM command's arguments be validated on a CPU machine without vLLM
 CPU_OVERRIDES = ["--use_cpu", "true", "--bf16", "false", "--use_vllm", "false"]
 
 
 def _commands() -> list[str]:
-    """Command lines from the README: fenced bash blocks (with continuations) and inline `...` spans."""
+    """Command lines from the README and docs/: fenced bash blocks (with continuations) and inline `...` spans."""
     found = []
-    for block in re.findall(r"```bash\n(.*?)```", README, flags=re.DOTALL):
+    text = "\n".join(DOCS)
+    for block in re.findall(r"```bash\n(.*?)```", text, flags=re.DOTALL):
         block = block.replace("\\\n", " ")
         for line in block.splitlines():
             line = line.split("  #")[0].split(" # ")[0].strip()
             if line and not line.startswith("#"):
                 found.append(line)
-    for span in re.findall(r"`([^`\n]+)`", README):
+    for span in re.findall(r"`([^`\n]+)`", text):
         if span.startswith(("accelerate launch", "python -m sec_trl", "python benchmarks/", "make ")):
             found.append(span.strip())
     return list(dict.fromkeys(found))
@@ -120,6 +126,10 @@ def test_readme_command_parses(command, tmp_path, monkeypatch):
     words = shlex.split(_strip_optional(command))
     if _is_template(words):
         pytest.skip("a template with placeholders, not a command")
+    if words[:2] == ["python", "-m"] and words[-1] == "--help":  # run for real: the help exits 0
+        proc = subprocess.run([sys.executable, *words[1:]], capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0 and "usage:" in proc.stdout, proc.stderr[-2000:]
+        return
     if words[0] == "make":
         targets = re.findall(r"^([a-z-]+):", (ROOT / "Makefile").read_text(), flags=re.MULTILINE)
         assert words[1] in targets, f"no Makefile target {words[1]!r}"
@@ -149,3 +159,12 @@ def test_the_readme_has_the_commands_users_copy():
     for expected in ("make train", "make test", "python -m sec_trl.rank", "python -m sec_trl.evaluate", "train.py"):
         assert expected in text
     assert len(COMMANDS) >= 15
+
+
+def test_every_relative_link_of_the_readme_and_docs_exists():
+    """The README is a map: each of its links, and each of docs/'s, leads to a file of the repository."""
+    for path in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", path.read_text()):
+            if "://" in target:
+                continue
+            assert (path.parent / target).exists(), f"{path.relative_to(ROOT)} links to missing {target}"
