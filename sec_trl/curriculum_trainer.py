@@ -214,7 +214,9 @@ class CurriculumTrainerMixin:
         g = self.num_generations
         entropies, clusters = [], []
         for start in range(0, len(texts) - g + 1, g):
-            ids = cluster_answers(texts[start : start + g], method="math")
+            ids = cluster_answers(
+                texts[start : start + g], method="math", time_budget=self.args.semantic_entropy_time_budget
+            )
             entropies.append(discrete_semantic_entropy(ids))
             clusters.append(max(ids) + 1)
         if entropies:
