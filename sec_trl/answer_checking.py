@@ -31,6 +31,10 @@ running task; ``multiprocessing.Pool`` hangs on a killed worker and pickles; ``p
 timeout but starts a fresh process per task or per pool restart, with no memory cap and pickle transport. The worker
 here is ~150 lines of socket and ``subprocess`` code with JSON transport.
 
+Both sides are cleaned first (:func:`~sec_trl.answer_extraction.clean_text`: zero-width characters and the BOM
+dropped, superscript digits written as ``^{}``, Unicode NFKC), so a gold answer ``"4\\u200b"``, ``"\\ufeff4"`` or
+a fullwidth ``"４"`` equals ``4``.
+
 Anything unparseable, timed out, too long (:data:`MAX_ANSWER_CHARS`) or too deeply nested
 (:data:`MAX_NESTING_DEPTH`) scores as *not equal*.
 
@@ -52,6 +56,7 @@ import logging
 import os
 import sys
 import threading
+import time
 import weakref
 from collections.abc import Sequence
 from fractions import Fraction
@@ -62,6 +67,7 @@ from sec_trl.answer_extraction import (
     MAX_NESTING_DEPTH,
     MAX_TAIL_CHARS,
     answer_of,
+    clean_text,
     extract_final_answer,
     nesting_depth,
     normalize_answer,
@@ -112,6 +118,11 @@ def _fast_verdict(gold: str | None, pred: str | None) -> bool | None:
     return None
 
 
+def _cleaned(answer: str | None) -> str | None:
+    """:func:`clean_text` for strings (zero-width characters and BOM dropped, NFKC), anything else unchanged."""
+    return clean_text(answer) if isinstance(answer, str) else answer
+
+
 _live_checkers: weakref.WeakSet[AnswerChecker] = weakref.WeakSet()
 _shutting_down = False
 
@@ -157,7 +168,8 @@ class AnswerChecker:
     POSIX only (the worker's socket is handed over with ``pass_fds``).
 
     ``stats`` counts ``fast`` (decided without the worker), ``cached``, ``worker`` (sent to the worker),
-    ``timeouts`` and ``worker_deaths``.
+    ``timeouts``, ``worker_deaths`` and ``over_budget`` (pairs scored not equal because the caller's ``deadline``
+    had passed, see :meth:`decide`).
 
     Example:
         >>> checker = AnswerChecker(timeout=5.0)
@@ -184,8 +196,9 @@ class AnswerChecker:
         self.startup_timeout = float(startup_timeout)
         self.memory_limit_mb = int(memory_limit_mb)
         self.cache_size = int(cache_size)
-        self.stats = {"fast": 0, "cached": 0, "worker": 0, "timeouts": 0, "worker_deaths": 0}
+        self.stats = {"fast": 0, "cached": 0, "worker": 0, "timeouts": 0, "worker_deaths": 0, "over_budget": 0}
         self._lock = threading.Lock()
+        self._deadline: float | None = None  # of the decide() call holding the lock (see `deadline` there)
         self._worker: WorkerProcess | None = None
         self._verdicts = _verdict_cache(self, self.cache_size)
         self._request_id = 0
@@ -233,11 +246,13 @@ class AnswerChecker:
         """
         return self.decide([(answer_of(a), answer_of(b), True)])[0]
 
-    def check_batch(self, completions: Sequence[str], references: Sequence[str], *, extract=None) -> list[bool]:
+    def check_batch(
+        self, completions: Sequence[str], references: Sequence[str], *, extract=None, deadline: float | None = None
+    ) -> list[bool]:
         """:meth:`check` over pairs. Fast-path pairs are decided in this process; the worker sees each distinct
         remaining (reference, answer) pair once, and the verdict cache serves repeats across calls. ``extract``
         reads a completion's answer (default :func:`extract_final_answer`; the evaluation's paper protocol passes
-        :func:`~sec_trl.answer_extraction.extract_paper_answer`)."""
+        :func:`~sec_trl.answer_extraction.extract_paper_answer`). ``deadline``: as in :meth:`decide`."""
         if len(completions) != len(references):
             raise ValueError(f"got {len(completions)} completions but {len(references)} references")
         extract = extract_final_answer if extract is None else extract
@@ -245,7 +260,7 @@ class AnswerChecker:
             (reference_answer(r), extract(c) if isinstance(c, str) else None, False)
             for c, r in zip(completions, references, strict=True)
         ]
-        return self.decide(items)
+        return self.decide(items, deadline=deadline)
 
     def start(self) -> None:
         """Start the worker now and wait until it is ready (otherwise the first slow-path pair pays ~1 s)."""
@@ -277,7 +292,9 @@ class AnswerChecker:
             except Exception:  # best effort during garbage collection
                 pass
 
-    def decide(self, items: Sequence[tuple[str | None, str | None, bool]]) -> list[bool]:
+    def decide(
+        self, items: Sequence[tuple[str | None, str | None, bool]], *, deadline: float | None = None
+    ) -> list[bool]:
         """Verdicts for already-extracted answers: ``items`` are ``(gold, pred, symmetric)`` triples.
 
         Each pair is decided by the in-process fast path when it can be (normalised string equality, plain numbers
@@ -286,6 +303,11 @@ class AnswerChecker:
         unparseable or timed-out answers give False. This is what :meth:`check_batch` and :meth:`equivalent` call
         after extraction; use it directly to compare answers extracted once (e.g. when clustering).
 
+        ``deadline`` (a :func:`time.monotonic` value) bounds the call's total wait, however many pairs reach the
+        worker: each worker pair waits at most ``min(timeout, deadline - now)``, and once the deadline has passed
+        the remaining worker pairs score False without being sent (counted in ``stats["over_budget"]``; such
+        verdicts are not cached). A worker replaced after a timeout may add its start-up (~1 s) once.
+
         Example:
             >>> get_default_checker().decide([("\\\\frac{1}{2}", "0.5", True), ("2", None, True)])
             [True, False]
@@ -293,6 +315,7 @@ class AnswerChecker:
         results: list[bool | None] = []
         pending: dict[tuple[str, str, bool], list[int]] = {}
         for i, (gold, pred, symmetric) in enumerate(items):
+            gold, pred = _cleaned(gold), _cleaned(pred)
             verdict = _fast_verdict(gold, pred)
             results.append(verdict)
             if verdict is None:
@@ -300,22 +323,53 @@ class AnswerChecker:
             else:
                 self.stats["fast"] += 1
         for key, indices in pending.items():
-            verdict = self._slow_verdict(*key)
+            verdict = self._slow_verdict(*key, deadline=deadline)
             for i in indices:
                 results[i] = verdict
         return [bool(r) for r in results]
 
     # -- internals ----------------------------------------------------------------------------------------------
 
-    def _slow_verdict(self, gold: str, pred: str, symmetric: bool) -> bool:
-        with self._lock:
+    def _slow_verdict(self, gold: str, pred: str, symmetric: bool, deadline: float | None = None) -> bool:
+        if deadline is None:
+            self._lock.acquire()
+        elif not self._lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
+            self.stats["over_budget"] += 1  # other threads' pairs used up the time
+            return False
+        try:
+            self._deadline = deadline
             hits = self._verdicts.cache_info().hits
             try:
                 verdict = self._verdicts(gold, pred, symmetric)
-            except _NotCached:  # the worker died or did not start: not equal, and not remembered
+            except _NotCached:  # the worker died or did not start, or the budget ran out: not equal, not remembered
                 return False
             self.stats["cached"] += self._verdicts.cache_info().hits - hits
             return verdict
+        finally:
+            self._deadline = None
+            self._lock.release()
+
+    def _remaining(self) -> float | None:
+        """Seconds left before the current call's deadline (None: no deadline)."""
+        return None if self._deadline is None else self._deadline - time.monotonic()
+
+    def _wait_for_start_within_budget(self) -> bool:
+        """With a deadline: whether a (re)starting worker became ready in the time left (it is not killed if not:
+        it keeps starting for the next call)."""
+        remaining = self._remaining()
+        if remaining is None:
+            return True
+        if self._worker is None and not _shutting_down:
+            try:
+                self._worker = self._spawn()
+            except OSError:
+                return True  # _ensure_worker tries again and reports
+        worker = self._worker
+        if worker is None or worker.ready or worker.owner_pid != os.getpid():
+            return True
+        if worker.proc.poll() is not None:
+            return True  # dead: _ensure_worker replaces it
+        return worker.conn.poll(max(0.0, remaining))
 
     def _ensure_worker(self) -> WorkerProcess:
         worker = self._worker
@@ -358,16 +412,26 @@ class AnswerChecker:
     def _ask_worker(self, gold: str, pred: str, symmetric: bool) -> bool | None:
         """The worker's verdict. A timeout gives False (cached: the same pair would time out again); a worker that
         died or failed to start gives None (not cached; the caller scores it False)."""
+        remaining = self._remaining()
+        if remaining is not None and (remaining <= 0 or not self._wait_for_start_within_budget()):
+            self.stats["over_budget"] += 1
+            return None
         try:
             worker = self._ensure_worker()
         except WorkerDied:
             return None
+        remaining = self._remaining()
+        wait = self.timeout if remaining is None else max(0.0, min(self.timeout, remaining))
         self.stats["worker"] += 1
         self._request_id += 1
         request = {"id": self._request_id, "gold": gold, "pred": pred, "symmetric": symmetric}
         try:
             worker.conn.send_bytes(json.dumps(request).encode())
-            if not worker.conn.poll(self.timeout):
+            if not worker.conn.poll(wait):
+                if wait < self.timeout:  # cut short by the deadline: not a verdict on the pair, not cached
+                    self.stats["over_budget"] += 1
+                    self._replace_worker()
+                    return None
                 self.stats["timeouts"] += 1
                 logger.warning("answer check timed out after %.1f s; scoring as not equal", self.timeout)
                 self._replace_worker()

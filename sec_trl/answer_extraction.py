@@ -13,6 +13,7 @@ Example:
 from __future__ import annotations
 
 import re
+import unicodedata
 from fractions import Fraction
 
 
@@ -22,6 +23,7 @@ __all__ = [
     "MAX_NESTING_DEPTH",
     "MAX_TAIL_CHARS",
     "answer_of",
+    "clean_text",
     "extract_final_answer",
     "extract_paper_answer",
     "match_braces",
@@ -55,8 +57,36 @@ _SENTENCE_END_RE = re.compile(r"\.(?:\s|$)")
 
 
 def _tail(text: str) -> str:
-    """The part of ``text`` that is read: its last :data:`MAX_TAIL_CHARS` characters."""
-    return text[-MAX_TAIL_CHARS:]
+    """The part of ``text`` that is read: its last :data:`MAX_TAIL_CHARS` characters, cleaned (:func:`clean_text`)."""
+    return clean_text(text[-MAX_TAIL_CHARS:])
+
+
+# Invisible characters dropped before anything else: zero-width space / non-joiner / joiner, word joiner, BOM.
+_INVISIBLE = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\ufeff"))
+_SUPERSCRIPTS = "\u2070\u00b9\u00b2\u00b3\u2074\u2075\u2076\u2077\u2078\u2079\u207a\u207b"
+_SUBSCRIPTS = "\u2080\u2081\u2082\u2083\u2084\u2085\u2086\u2087\u2088\u2089\u208a\u208b"
+_SCRIPT_PLAIN = str.maketrans(_SUPERSCRIPTS + _SUBSCRIPTS, "0123456789+-" * 2)
+_SUPERSCRIPT_RE = re.compile(f"[{_SUPERSCRIPTS}]+")
+_SUBSCRIPT_RE = re.compile(f"[{_SUBSCRIPTS}]+")
+
+
+def clean_text(text: str) -> str:
+    """Unicode clean-up of an answer or completion tail before it is read or compared (linear time).
+
+    Drops the invisible U+200B..U+200D, U+2060 and the BOM U+FEFF, writes superscript and subscript digits as
+    ``^{...}`` / ``_{...}`` (NFKC alone would turn ``x²`` into ``x2``), maps the minus sign U+2212 to ``-``, then
+    applies Unicode NFKC (fullwidth ``４`` becomes ``4``, a no-break space a space). ASCII text is returned as is.
+
+    Examples:
+        >>> clean_text("4\u200b"), clean_text("\ufeff4"), clean_text("\uff14"), clean_text("x\u00b2 \u2212 1")
+        ('4', '4', '4', 'x^{2} - 1')
+    """
+    if text.isascii():
+        return text
+    text = text.translate(_INVISIBLE).replace("\u2212", "-")
+    text = _SUPERSCRIPT_RE.sub(lambda m: "^{" + m.group().translate(_SCRIPT_PLAIN) + "}", text)
+    text = _SUBSCRIPT_RE.sub(lambda m: "_{" + m.group().translate(_SCRIPT_PLAIN) + "}", text)
+    return unicodedata.normalize("NFKC", text)
 
 
 def match_braces(text: str) -> dict[int, int]:
@@ -260,7 +290,7 @@ _LATEX_FRACTION_RE = re.compile(r"([+-]?)\\frac(?:\{([+-]?[0-9]+)\}\{([+-]?[0-9]
 
 def normalize_answer(answer: str) -> str:
     """Canonical string form for the string-equality fast path (never used for parsing)."""
-    s = _strip_answer(answer)
+    s = _strip_answer(clean_text(answer))
     s = _SPACING_RE.sub("", s)
     s = s.replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac").replace("{,}", ",")
     s = _WHITESPACE_RE.sub("", s)

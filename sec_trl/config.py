@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import types
+import typing
 import warnings
 from dataclasses import dataclass, field, fields
 
@@ -17,6 +19,59 @@ REGULARIZER_LOSS_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo")
 
 
 _GRPO_DEFAULTS = {f.name: f.default for f in fields(GRPOConfig)}
+
+MAX_COEFFICIENT = 1e4
+"""Largest magnitude accepted for a loss coefficient or rate (the `kl_cov_coef` family, `beta`, `entropy_coef`,
+`learning_rate`, reward weights). Per-token terms are products of a few coefficients and log-probability
+differences of at most a few hundred nats, so with every factor <= 1e4 the loss stays far inside float32's range
+(~3.4e38); a typo such as `--kl_cov_coef 1e300` overflows to inf at the first step instead."""
+
+_INF = math.inf
+# field -> (low, low_open, high, high_open): the ranges TRL, transformers and this method allow. A field whose value
+# is None (an unset optional) is not checked. Applied after TRL's __post_init__ (steps_per_generation is set by then).
+NUMERIC_RANGES: dict[str, tuple[float, bool, float, bool]] = {
+    # sampling
+    "temperature": (0.0, True, _INF, True),
+    "top_p": (0.0, True, 1.0, False),
+    "top_k": (0, False, _INF, True),
+    "min_p": (0.0, False, 1.0, False),
+    "repetition_penalty": (0.0, True, _INF, True),
+    "num_generations": (2, False, _INF, True),
+    "num_generations_eval": (1, False, _INF, True),
+    "max_completion_length": (1, False, _INF, True),
+    "steps_per_generation": (1, False, _INF, True),
+    "generation_batch_size": (1, False, _INF, True),
+    "num_iterations": (1, False, _INF, True),
+    "vllm_gpu_memory_utilization": (0.0, True, 1.0, False),
+    # loss
+    "beta": (0.0, False, MAX_COEFFICIENT, False),
+    "epsilon": (0.0, False, _INF, True),
+    "epsilon_high": (0.0, False, _INF, True),
+    "top_entropy_quantile": (0.0, False, 1.0, False),
+    "entropy_coef": (-MAX_COEFFICIENT, False, MAX_COEFFICIENT, False),
+    "kl_cov_coef": (0.0, False, MAX_COEFFICIENT, False),
+    "high_cov_coef": (0.0, False, MAX_COEFFICIENT, False),
+    "low_cov_coef": (0.0, False, MAX_COEFFICIENT, False),
+    "low_entropy_kl_coef": (0.0, False, MAX_COEFFICIENT, False),
+    "ref_model_mixup_alpha": (0.0, False, 1.0, False),
+    "ref_model_sync_steps": (1, False, _INF, True),
+    "vllm_importance_sampling_clip_max": (0.0, True, _INF, True),
+    # optimisation and schedule
+    "learning_rate": (0.0, False, MAX_COEFFICIENT, False),
+    "weight_decay": (0.0, False, _INF, True),
+    "max_grad_norm": (0.0, False, _INF, True),
+    "adam_beta1": (0.0, False, 1.0, True),
+    "adam_beta2": (0.0, False, 1.0, True),
+    "adam_epsilon": (0.0, False, _INF, True),
+    "warmup_steps": (0.0, False, _INF, True),
+    "num_train_epochs": (0.0, False, _INF, True),
+    "per_device_train_batch_size": (1, False, _INF, True),
+    "per_device_eval_batch_size": (1, False, _INF, True),
+    "gradient_accumulation_steps": (1, False, _INF, True),
+    "logging_steps": (0.0, True, _INF, True),
+    "save_steps": (0.0, True, _INF, True),
+    "semantic_entropy_time_budget": (0.0, True, _INF, True),
+}
 
 
 @dataclass
@@ -60,7 +115,8 @@ class SETGRPOConfig(GRPOConfig):
             Number of contiguous semantic-entropy stages (the reference run used 2: a low and a high half). >= 1.
         curriculum_epochs_per_stage (`int`, *optional*, defaults to `1`):
             Passes over each stage before the next one starts (the reference run used 5). >= 1. The whole
-            curriculum is one pass of the sampler: keep `num_train_epochs=1`.
+            curriculum is one pass of the sampler: keep `num_train_epochs=1` (each further Trainer epoch replays
+            the whole schedule from stage 0; without `max_steps`, any other value, TRL's default 3 included, warns).
         curriculum_shuffle_within_stage (`bool`, *optional*, defaults to `True`):
             Shuffle the prompts inside each stage (seeded by `seed`, stage and epoch), as in the reference run.
         curriculum_stage_restart (`bool`, *optional*, defaults to `False`):
@@ -83,6 +139,11 @@ class SETGRPOConfig(GRPOConfig):
         answer_timeout (`float`, *optional*, defaults to `5.0`):
             Seconds allowed for one math-verify check when `semantic_entropy/mean` clusters with `"math"` (a timed-out
             pair counts as different). `train.py` uses it for its accuracy reward and its ranking too. > 0.
+        semantic_entropy_time_budget (`float`, *optional*, defaults to `10.0`):
+            Seconds the logged semantic entropy may spend in math-verify per GRPO group, all comparisons together
+            (each is also bounded by the 5 s per-answer timeout). N distinct hostile answers would otherwise cost up
+            to N^2/2 timeouts every step; once the budget is spent the group's remaining comparisons count as "not
+            equivalent" (their own clusters) and a warning says how many. > 0.
     """
 
     token_regularizer: str = field(
@@ -165,6 +226,13 @@ class SETGRPOConfig(GRPOConfig):
             "train.py, the accuracy reward and the ranking; a timed-out check counts as wrong / different. > 0."
         },
     )
+    semantic_entropy_time_budget: float = field(
+        default=10.0,
+        metadata={
+            "help": "Seconds the logged semantic entropy may spend checking answers (math-verify) per GRPO group; "
+            "past it, the remaining comparisons count as 'not equivalent'. > 0."
+        },
+    )
 
     def __post_init__(self):
         # Defaults that follow the hardware: TRL turns bf16 on whenever it is left unset, which transformers then
@@ -174,6 +242,8 @@ class SETGRPOConfig(GRPOConfig):
             self.bf16 = False
         super().__post_init__()
         self._validate_finite()
+        self._validate_integers()
+        self._validate_ranges()
         self._validate_token_regularizer()
         self._validate_curriculum()
         self._validate_semantic_entropy()
@@ -196,6 +266,40 @@ class SETGRPOConfig(GRPOConfig):
             if isinstance(value, float) and not math.isfinite(value):
                 raise ValueError(f"{f.name}={value} is not a finite number; every float setting must be finite.")
 
+    def _validate_integers(self) -> None:
+        """Every field typed `int` (or `int | None`) holds an integer: YAML `max_steps: 2.7` would otherwise pass
+        here and fail with a TypeError after the model has loaded."""
+        for f in fields(self):
+            kind = _integer_kind(f.type)
+            value = getattr(self, f.name)
+            # None where the field may be unset (HfArgumentParser rewrites `int | None` annotations to `int` in place)
+            if kind is None or (value is None and (kind == "optional" or f.default is None)):
+                continue
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ValueError(f"{f.name}={value!r} is not an integer; {f.name} must be a whole number.")
+
+    def _validate_ranges(self) -> None:
+        """Every field of :data:`NUMERIC_RANGES` inside its range (ValueError naming the field, value and range),
+        and the reward weights finite and bounded by :data:`MAX_COEFFICIENT` (their number is checked against the
+        reward functions in `sec_trl.preflight.check_reward_weights`, before any model loads)."""
+        for name, (low, low_open, high, high_open) in NUMERIC_RANGES.items():
+            value = getattr(self, name, None)
+            if value is None:
+                continue
+            too_low = value <= low if low_open else value < low
+            too_high = value >= high if high_open else value > high
+            if too_low or too_high or value != value:
+                upper = f"{high:g})" if high_open else f"{high:g}]"
+                raise ValueError(
+                    f"{name}={value!r} is out of range; allowed range is {'(' if low_open else '['}{low:g}, {upper}."
+                )
+        for i, weight in enumerate(self.reward_weights or []):
+            if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not abs(weight) <= MAX_COEFFICIENT:
+                raise ValueError(
+                    f"reward_weights[{i}]={weight!r} is out of range; each weight must be a finite number in "
+                    f"[-{MAX_COEFFICIENT:g}, {MAX_COEFFICIENT:g}]."
+                )
+
     def _validate_curriculum(self) -> None:
         for name in ("curriculum_stages", "curriculum_epochs_per_stage"):
             value = getattr(self, name)
@@ -216,6 +320,18 @@ class SETGRPOConfig(GRPOConfig):
                 )
         if not self.curriculum:
             return
+        if (self.max_steps is None or self.max_steps <= 0) and self.num_train_epochs != 1:
+            # One pass of the curriculum sampler is the whole schedule (stage 0, ..., last stage, each
+            # curriculum_epochs_per_stage times); every further Trainer epoch replays all of it from stage 0.
+            warnings.warn(
+                f"curriculum=True with num_train_epochs={self.num_train_epochs:g} replays the whole curriculum "
+                f"(stage 0 to stage {self.curriculum_stages - 1}, each curriculum_epochs_per_stage="
+                f"{self.curriculum_epochs_per_stage} times) {self.num_train_epochs:g} times over; TRL's default is 3. "
+                "The curriculum schedule is one pass: set --num_train_epochs 1 and use --curriculum_epochs_per_stage "
+                "for more passes over each stage.",
+                UserWarning,
+                stacklevel=3,
+            )
         if self.remove_unused_columns:
             raise ValueError(
                 f"curriculum=True needs the {self.curriculum_se_column!r} column in the batches, but "
@@ -306,6 +422,18 @@ class SETGRPOConfig(GRPOConfig):
         while gas % (spg * iterations) == 0:
             iterations += 1
         return {"steps_per_generation": m * spg, "num_iterations": iterations}
+
+
+def _integer_kind(annotation) -> str | None:
+    """`"int"` for an `int` field, `"optional"` for `int | None`, None for anything else."""
+    if annotation is int or annotation == "int":
+        return "int"
+    if annotation in ("int | None", "Optional[int]"):
+        return "optional"
+    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
+        if set(typing.get_args(annotation)) == {int, type(None)}:
+            return "optional"
+    return None
 
 
 def _check_range(name: str, value: float, *, low: float, low_open: bool = False, high: float | None = None) -> None:

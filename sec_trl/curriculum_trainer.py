@@ -220,6 +220,7 @@ class CurriculumTrainerMixin:
                 method=self.args.se_cluster_method,
                 checker=checker_for(self.args.answer_timeout) if self.args.se_cluster_method == "math" else None,
                 lexical_threshold=self.args.se_lexical_threshold,
+                time_budget=self.args.semantic_entropy_time_budget,
             )
             entropies.append(discrete_semantic_entropy(ids))
             clusters.append(max(ids) + 1)

@@ -215,6 +215,7 @@ def check_data_file(path: str | os.PathLike, shown: str | None = None) -> None:
         if path.stat().st_size == 0:
             raise ValueError(f"Dataset file {shown!r} is empty (0 bytes); nothing to train on.")
         return
+    check_utf8(path, shown)
     lines = []
     with open(path, encoding="utf-8", errors="replace") as f:
         for line in f:
@@ -229,6 +230,28 @@ def check_data_file(path: str | os.PathLike, shown: str | None = None) -> None:
             f"Dataset file {shown!r} has a header line and no data rows; nothing to train on. "
             f"Header: {lines[0].strip()[:200]!r}."
         )
+
+
+def check_utf8(path: str | os.PathLike, shown: str | None = None) -> None:
+    """Raise ``ValueError`` naming the file, the line, the column and the byte when a text data file is not UTF-8.
+
+    ``datasets`` reads such a file without complaint and fails later, on first access to the row, with a bare
+    ``UnicodeDecodeError ... position 3`` that names neither the file nor the line. One linear pass over the bytes.
+    """
+    path = Path(path)
+    shown = shown or str(path)
+    with open(path, "rb") as f:
+        for number, line in enumerate(f, start=1):
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError as e:
+                utf16 = number == 1 and line[:2] in (b"\xff\xfe", b"\xfe\xff")
+                hint = " It starts with a UTF-16 byte-order mark: the file is UTF-16." if utf16 else ""
+                raise ValueError(
+                    f"Dataset file {shown!r}: line {number} is not valid UTF-8 (byte 0x{line[e.start]:02x} at column "
+                    f"{e.start + 1}: {e.reason}).{hint} Data files must be UTF-8; convert it, e.g. "
+                    f"`iconv -f latin1 -t utf-8 in.jsonl > out.jsonl` for a Latin-1 file."
+                ) from None
 
 
 def _unreadable_file_message(path: Path, shown: str, error: Exception) -> str:

@@ -94,6 +94,16 @@ def build_reward_funcs(names: Sequence[str], answer_column: str, args: Any = Non
     return funcs
 
 
+def check_reward_weights(reward_weights: Sequence[float] | None, reward_funcs: Sequence[Any]) -> None:
+    """``--reward_weights`` has one weight per reward function (TRL only checks this once the model has loaded)."""
+    if reward_weights is None or len(reward_weights) == len(reward_funcs):
+        return
+    raise ValueError(
+        f"reward_weights has {len(reward_weights)} values {list(reward_weights)} but there are {len(reward_funcs)} "
+        f"reward functions; give one weight per --reward_funcs entry, in the same order, or drop --reward_weights."
+    )
+
+
 def import_reward_function(path: str) -> Callable:
     """``module.attribute`` imported (the current directory is importable, as in TRL's scripts) and checked."""
     module_path, attribute = path.rsplit(".", 1)

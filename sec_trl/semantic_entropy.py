@@ -22,8 +22,10 @@ Nothing here loads a model. Example:
 
 from __future__ import annotations
 
+import logging
 import math
 import numbers
+import time
 from collections import Counter
 from collections.abc import Hashable, Sequence
 from typing import Any
@@ -33,8 +35,11 @@ from sec_trl.answer_extraction import MAX_ANSWER_CHARS, extract_final_answer, no
 from sec_trl.rewards import completion_text
 
 
+logger = logging.getLogger(__name__)
+
 __all__ = [
     "CLUSTER_METHODS",
+    "DEFAULT_CLUSTER_TIME_BUDGET",
     "DEFAULT_LEXICAL_THRESHOLD",
     "cluster_answers",
     "discrete_semantic_entropy",
@@ -47,6 +52,10 @@ CLUSTER_METHODS = ("math", "exact", "lexical")
 
 DEFAULT_LEXICAL_THRESHOLD = 0.5
 """Jaccard overlap of word-token sets at or above which ``method="lexical"`` puts two completions together."""
+
+DEFAULT_CLUSTER_TIME_BUDGET = 60.0
+"""Seconds that :func:`cluster_answers` (``method="math"``) may spend waiting for math-verify on one set of
+completions, all comparisons together (see its ``time_budget``)."""
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -200,6 +209,7 @@ def cluster_answers(
     checker: AnswerChecker | None = None,
     lexical_threshold: float = DEFAULT_LEXICAL_THRESHOLD,
     answers: Sequence[str | None] | None = None,
+    time_budget: float | None = DEFAULT_CLUSTER_TIME_BUDGET,
 ) -> list[int]:
     """Cluster ids for ``completions`` (strings or chat-message lists), numbered by first appearance.
 
@@ -236,6 +246,14 @@ def cluster_answers(
         checker: the :class:`AnswerChecker` for ``"math"`` (default: the process-wide one).
         lexical_threshold: Jaccard threshold in ``(0, 1]`` for ``"lexical"``.
         answers: already extracted final answers (one per completion, None for none), to skip re-extraction.
+        time_budget: ``"math"`` only: seconds the whole clustering may wait for math-verify (default
+            :data:`DEFAULT_CLUSTER_TIME_BUDGET`, 60 s; None: no bound). Each comparison already has the checker's
+            own timeout, but N distinct hostile answers (``\\boxed{k^{k^{k^{k^{k}}}}}``) cost up to N^2/2 of them;
+            the budget bounds the total, independent of N. Once it is spent, the remaining comparisons that need
+            math-verify are decided "not equivalent" (those answers get their own clusters, so SE can only go up);
+            pairs the fast path decides (numbers, equal strings) are still decided. A warning says how many were
+            cut, and the checker counts them in ``stats["over_budget"]``. A worker replaced after a timeout may add
+            its start-up (about 1 s) once.
 
     Examples:
         >>> cluster_answers(["\\\\boxed{2}", "\\\\boxed{3}", "The answer is 2.", "2.0"])
@@ -260,7 +278,9 @@ def cluster_answers(
         raise ValueError(f"got {len(completions)} completions but {len(answers)} answers")
     if method == "exact":
         return _cluster_by_key(answers, lambda a: normalize_answer(a))
-    return _cluster_math(answers, checker if checker is not None else get_default_checker())
+    if time_budget is not None and not (isinstance(time_budget, (int, float)) and 0 < time_budget < math.inf):
+        raise ValueError(f"time_budget must be a finite number of seconds > 0, or None; got {time_budget!r}")
+    return _cluster_math(answers, checker if checker is not None else get_default_checker(), time_budget)
 
 
 def _usable(answer: str | None) -> bool:
@@ -284,7 +304,9 @@ def _cluster_by_key(answers: Sequence[str | None], key_of) -> list[int]:
     return ids
 
 
-def _cluster_math(answers: Sequence[str | None], checker: AnswerChecker) -> list[int]:
+def _cluster_math(answers: Sequence[str | None], checker: AnswerChecker, time_budget: float | None) -> list[int]:
+    deadline = None if time_budget is None else time.monotonic() + time_budget
+    cut_before = checker.stats.get("over_budget", 0)
     ids: list[int] = []
     key_to_id: dict[Hashable, int] = {}
     representatives: list[str | None] = []  # per cluster id: its first answer (None for a no-answer singleton)
@@ -303,7 +325,7 @@ def _cluster_math(answers: Sequence[str | None], checker: AnswerChecker) -> list
             for i, rep in enumerate(representatives):
                 # The checker's symmetric comparison of two extracted answers (what `equivalent` does after
                 # extraction): fast path in-process, math-verify in its worker only when that cannot decide.
-                if rep is not None and checker.decide([(rep, answer, True)])[0]:
+                if rep is not None and checker.decide([(rep, answer, True)], deadline=deadline)[0]:
                     cluster = i
                     break
             if cluster is None:
@@ -311,6 +333,15 @@ def _cluster_math(answers: Sequence[str | None], checker: AnswerChecker) -> list
                 representatives.append(answer)
             key_to_id[key] = cluster
         ids.append(cluster)
+    cut = checker.stats.get("over_budget", 0) - cut_before
+    if cut:
+        logger.warning(
+            "Clustering %d answers ran out of its %.1f s time budget for math-verify: %d comparisons were decided "
+            "'not equivalent' without checking (time_budget; hostile or very slow answers).",
+            len(answers),
+            time_budget,
+            cut,
+        )
     return ids
 
 

@@ -24,9 +24,12 @@ the trackers, the curriculum's stages) is checked before the ranking and before 
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import logging
 import math
 import os
+import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -100,6 +103,7 @@ def main(script_args: SENTScriptArguments, training_args, model_args) -> None:
         check_curriculum_fits,
         check_report_to,
         check_reward_columns,
+        check_reward_weights,
         resolve_resume,
         warn_if_curriculum_is_cut,
     )
@@ -119,6 +123,7 @@ def main(script_args: SENTScriptArguments, training_args, model_args) -> None:
     check_reward_columns(
         reward_funcs, script_args.reward_funcs, train_dataset.column_names, training_args, script_args
     )
+    check_reward_weights(training_args.reward_weights, reward_funcs)
     if training_args.curriculum:
         check_curriculum_fits(len(train_dataset), training_args, train_dataset)
         warn_if_curriculum_is_cut(len(train_dataset), training_args)
@@ -161,10 +166,12 @@ def main(script_args: SENTScriptArguments, training_args, model_args) -> None:
     }
 
     # 4. train (resumable), save (not pushed yet: step 5 pushes output_dir once everything below is in it).
-    # From here on an error keeps its traceback (sec_trl.errors): it is not a user's flag
-    with work_phase():
-        trainer.train(resume_from_checkpoint=resume)
-    trainer.save_model(training_args.output_dir, _internal_call=True)
+    # Inside work_phase an error keeps its traceback (sec_trl.errors): it is not a user's flag; a full disk is
+    # explained (DiskFullError names the folder and the space left)
+    with explain_disk_errors(training_args.output_dir):
+        with work_phase():
+            trainer.train(resume_from_checkpoint=resume)
+        trainer.save_model(training_args.output_dir, _internal_call=True)
     trainer.create_model_card()  # output_dir/README.md + assets/, main process only
     if script_args.save_merged and model_args.use_peft:
         save_merged_model(trainer, os.path.join(training_args.output_dir, "merged"))
@@ -317,17 +324,76 @@ SUMMARY_COLUMNS = (
 
 
 def format_log_table(log_history: list[dict]) -> str:
-    """A compact per-step table of what the run logged (reward is logged on steps that generated)."""
+    """A compact per-step table of what the run logged (reward is logged on steps that generated).
+
+    Never raises on what a reward function produced: NaN and infinities print as ``nan`` / ``inf`` / ``-inf``, a
+    missing or None value as a blank cell, anything else non-numeric as its text (the run's model is saved and
+    pushed after this table, so it must not crash on it).
+    """
     rows = [entry for entry in log_history if "entropy" in entry and "step" in entry]
     columns = [c for c in SUMMARY_COLUMNS if any(c in entry for entry in rows)]
     lines = ["step  " + "  ".join(f"{c:>28}" for c in columns)]
     for entry in rows:
-        cells = [f"{entry[c]:>28.4f}" if c in entry else f"{'':>28}" for c in columns]
+        cells = [f"{_log_cell(entry.get(c)):>28}" for c in columns]
         lines.append(f"{entry['step']:>4}  " + "  ".join(cells))
     evals = [entry for entry in log_history if "eval_reward" in entry]
     if evals:
-        lines.append("held-out evaluation: " + ", ".join(f"step {e['step']}: {e['eval_reward']:.4f}" for e in evals))
+        lines.append(
+            "held-out evaluation: "
+            + ", ".join(f"step {e.get('step')}: {_log_cell(e['eval_reward']) or 'none'}" for e in evals)
+        )
     return "\n".join(lines)
+
+
+def _log_cell(value) -> str:
+    """One logged value as the table prints it: 4 decimals, ``nan``/``inf`` as such, None as blank."""
+    import math
+    import numbers
+
+    if value is None:
+        return ""
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        value = float(value)
+        return f"{value:.4f}" if math.isfinite(value) else str(value)
+    return str(value)
+
+
+class DiskFullError(OSError):
+    """A save failed because the disk holding the output folder is full (see :func:`explain_disk_errors`)."""
+
+
+# What a full disk looks like from the libraries that write checkpoints: OSError ENOSPC / EDQUOT (Python, the
+# tokenizer, json), torch.save's `basic_ios::clear: iostream error` / `PytorchStreamWriter failed writing file`,
+# safetensors' `IoError(... StorageFull ...)`.
+_DISK_FULL_SIGNS = ("basic_ios::clear", "iostream error", "file write failed", "no space left", "storagefull")
+
+
+def _is_disk_full(exc: BaseException) -> bool:
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+        return True
+    return any(sign in str(exc).lower() for sign in _DISK_FULL_SIGNS)
+
+
+@contextlib.contextmanager
+def explain_disk_errors(folder: str):
+    """Re-raise a full-disk error from a save (checkpoint or final model) as :class:`DiskFullError` naming disk
+    space, the folder and the space left, instead of torch's bare ``basic_ios::clear: iostream error``."""
+    try:
+        yield
+    except Exception as exc:
+        if not _is_disk_full(exc):
+            raise
+        try:
+            free = f"{shutil.disk_usage(folder).free / 2**20:.0f} MiB free now"
+        except OSError:
+            free = "free space unknown"
+        raise DiskFullError(
+            errno.ENOSPC,
+            f"Saving into {folder!r} failed: the disk holding it is out of space ({free}; the error was "
+            f"{type(exc).__name__}: {str(exc)[:200]}). Free space there (`df -h {folder}`), lower "
+            "--save_total_limit, or choose another --output_dir; checkpoints saved completely before this one are "
+            "kept, so the run can go on with --resume_from_checkpoint.",
+        ) from exc
 
 
 def save_merged_model(trainer, path: str) -> None:

@@ -213,7 +213,7 @@ def test_crash_then_resume_generates_only_unfinished_shards(tiny_model_dir, tmp_
         rank_dataset(
             _dataset(), tiny_model_dir, tmp_path, shard_callback=crash_after_first_shard, show_progress=False, **FAST
         )
-    assert sorted(p.name for p in (tmp_path / "shards").glob("shard-*.json")) == ["shard-000000.json"]
+    assert sorted(p.name for p in (tmp_path / "shards").glob("*/shard-*.json")) == ["shard-000000.json"]
     assert read_ranking_meta(tmp_path) is None
 
     resumed = rank_dataset(_dataset(), tiny_model_dir, tmp_path, show_progress=False, **FAST)
@@ -227,7 +227,7 @@ def test_crash_then_resume_generates_only_unfinished_shards(tiny_model_dir, tmp_
 def test_max_shards_stops_and_resumes(tiny_model_dir, tmp_path, reference_run):
     with pytest.raises(RankingIncomplete, match="Re-run"):
         rank_dataset(_dataset(), tiny_model_dir, tmp_path, max_shards=2, show_progress=False, **FAST)
-    assert len(list((tmp_path / "shards").glob("shard-*.json"))) == 2
+    assert len(list((tmp_path / "shards").glob("*/shard-*.json"))) == 2
     # max_shards is not part of the fingerprint: the finished shards are reused
     resumed = rank_dataset(_dataset(), tiny_model_dir, tmp_path, max_shards=5, show_progress=False, **FAST)
     assert read_ranking_meta(tmp_path)["counts"]["num_prompts_generated"] == 2
@@ -281,25 +281,28 @@ def test_changes_invalidate_the_cache(change, tiny_model_dir, tmp_path, referenc
         rank_dataset(dataset, model_dir, out, show_progress=False, **params)
     assert "was computed with different inputs" in caplog.text
     assert read_ranking_meta(out)["counts"]["num_prompts_generated"] == NUM_PROMPTS
-    assert len(list((out / "shards.previous").glob("shard-*.json"))) == 3
+    # the other inputs' cache is kept in its own folder, next to the new one
+    caches = sorted((out / "shards").iterdir())
+    assert len(caches) == 2 and all(len(list(d.glob("shard-*.json"))) == 3 for d in caches)
 
 
 def test_older_cache_format_is_invalidated_and_the_log_says_why(tiny_model_dir, tmp_path, reference_run, caplog):
     out = tmp_path / "out"
     shutil.copytree(reference_run[0], out)
     # what a cache written before the string-prompt tokenization change looks like: format 2, its own hash
-    stored_path = out / "shards" / "fingerprint.json"
-    stored = json.loads(stored_path.read_text())
+    (cache,) = (out / "shards").iterdir()
+    stored = json.loads((cache / "fingerprint.json").read_text())
     assert stored["fingerprint"]["format"] == rank.RANKING_FORMAT_VERSION == 3
     stored["fingerprint"]["format"], stored["hash"] = 2, "0" * 64
-    stored_path.write_text(json.dumps(stored))
+    (cache / "fingerprint.json").write_text(json.dumps(stored))
+    cache.rename(out / "shards" / ("0" * 16))  # its folder, as a format-2 fingerprint would name it
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="sec_trl.ranking"):
         rank_dataset(_dataset(), tiny_model_dir, out, show_progress=False, **FAST)
     assert "has cache format 2; this version writes format 3" in caplog.text
     assert "without added special tokens" in caplog.text and "changed: format" in caplog.text
     assert read_ranking_meta(out)["counts"]["num_prompts_generated"] == NUM_PROMPTS
-    assert len(list((out / "shards.previous").glob("shard-*.json"))) == 3
+    assert len(list((out / "shards" / ("0" * 16)).glob("shard-*.json"))) == 3  # kept, not deleted
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -438,7 +441,7 @@ def test_two_processes_give_the_one_process_dataset(tiny_model_dir, tmp_path, re
     meta = json.loads((out / "ranking_meta.json").read_text())
     assert meta["num_processes"] == 2
     assert len(meta["timing"]["generation_seconds_per_process"]) == 2
-    assert {json.loads(p.read_text())["process"] for p in (out / "shards").glob("shard-*.json")} == {0, 1}
+    assert {json.loads(p.read_text())["process"] for p in (out / "shards").glob("*/shard-*.json")} == {0, 1}
     two, one = _rows(load_from_disk(str(out))), _rows(reference_run[1])
     # Same samples, clusters, SE, order. The log-likelihoods may differ in the last digits: the processes run with
     # one thread each (OMP_NUM_THREADS=1, torchrun's default), this process with more, and float sums depend on it.

@@ -19,9 +19,9 @@ class CountingChecker(AnswerChecker):
         super().__init__(*args, **kwargs)
         self.slow_pairs = []
 
-    def _slow_verdict(self, gold, pred, symmetric):
+    def _slow_verdict(self, gold, pred, symmetric, **kwargs):
         self.slow_pairs.append((gold, pred))
-        return super()._slow_verdict(gold, pred, symmetric)
+        return super()._slow_verdict(gold, pred, symmetric, **kwargs)
 
 
 @pytest.fixture(scope="module")

@@ -33,7 +33,7 @@ Output directory (``DIR``):
   ascending, ties by original row order (``se_source_index``); ``se_rank`` is the row's position (0 = lowest SE);
 - ``se_histogram.png``: the SE histogram, and sample accuracy against SE when there are reference answers;
 - ``ranking_meta.json``: parameters, counts, SE summary and timing (written last);
-- ``shards/``: the cache (see below).
+- ``shards/<fingerprint id>/``: the cache, one folder per set of inputs (see below).
 
 Package layout: :mod:`~sec_trl.ranking.params` (parameters, column and file names), :mod:`~sec_trl.ranking.samplers`
 (transformers and vLLM), :mod:`~sec_trl.ranking.scoring` (one prompt's clusters and SE), :mod:`~sec_trl.ranking.cache`
@@ -61,14 +61,18 @@ threads (float sums depend on it; torchrun sets one thread per process). ``--sha
 ``--prompts_per_batch`` are part of the cache fingerprint because they change which random numbers each prompt
 sees.
 
-Cache and resume: each shard is written to ``DIR/shards/`` (temp file + rename) as soon as it is done. A re-run
-skips every finished shard, so after a crash or Ctrl-C only unfinished shards are generated, and a re-run with
-the same model, data and parameters generates nothing (the model is not even loaded). ``DIR/shards/fingerprint.json``
-records what the shards were computed from: the model (its name/path, the hash of its ``config.json``, and the
+Cache and resume: each shard is written to ``DIR/shards/<id>/`` (temp file + rename) as soon as it is done, where
+``<id>`` is the first 16 hex digits of the fingerprint's hash. A re-run skips every finished shard, so after a crash
+or Ctrl-C only unfinished shards are generated, and a re-run with the same model, data and parameters generates
+nothing (the model is not even loaded). ``DIR/shards/<id>/fingerprint.json`` records what the shards were computed
+from: the model (its name/path, the hash of its ``config.json``, and the
 names, sizes and modification times of every file in its directory), the content hash of the prompt and answer
-columns, every sampling/clustering parameter, the sec_trl/torch/transformers versions. On a mismatch the run logs
-which entries changed (for an older cache format, also why that format is invalid: :data:`FORMAT_CHANGES`) and
-moves the old shards to ``DIR/shards.previous`` (replacing an older one).
+columns, every sampling/clustering parameter, the sec_trl/torch/transformers versions. Other inputs get their own
+folder: nothing is moved or deleted, so a run with one mistyped flag does not cost the original run its samples.
+The log says which entries changed relative to the latest other cache (for an older cache format, also why that
+format is invalid: :data:`FORMAT_CHANGES`). ``--prune_cache`` deletes the other folders after a finished run; deleting
+``DIR/shards/`` removes every cache. Caches of the earlier one-folder layout (``DIR/shards/*.json``,
+``DIR/shards.previous/``) are moved into their fingerprint's folder and stay usable.
 
 Multi-process: with ``accelerate launch``, shards are assigned round-robin to processes; each process writes its
 own shards; after a barrier the main process merges all shards in index order and writes the output; the other

@@ -1,8 +1,11 @@
 """The ranking's shard cache: what a result was computed from (the fingerprint), shards on disk, atomic writes.
 
 A shard file holds the scored rows of ``shard_size`` consecutive prompts and the hash of the fingerprint it was
-computed under; a shard from another fingerprint is never used. :func:`prepare_cache` moves a cache computed from
-other inputs aside (to ``shards.previous``) and logs what changed.
+computed under; a shard from another fingerprint is never used. Each fingerprint has its own folder,
+``<output_dir>/shards/<first 16 hex digits of the fingerprint hash>/`` (:func:`cache_dir`), so a run with other
+inputs never deletes or replaces another run's samples: rerunning the original command finds its shards again.
+:func:`prepare_cache` logs what changed relative to the latest other cache; :func:`prune_caches` (``--prune_cache``)
+deletes the other folders, and deleting ``<output_dir>/shards/`` by hand removes every cache.
 """
 
 from __future__ import annotations
@@ -14,12 +17,13 @@ import os
 import shutil
 import tempfile
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
 from sec_trl.ranking.params import (
     FINGERPRINT_FILENAME,
+    FINGERPRINTED_UNLESS_DEFAULT,
     FINGERPRINTED_WHEN_SET,
     NOT_FINGERPRINTED,
     SHARD_DIRNAME,
@@ -34,11 +38,13 @@ __all__ = [
     "FORMAT_CHANGES",
     "RANKING_FORMAT_VERSION",
     "build_fingerprint",
+    "cache_dir",
     "dataset_content_hash",
     "hash_json",
     "load_shard",
     "model_fingerprint",
     "prepare_cache",
+    "prune_caches",
     "read_json",
     "save_dataset_atomically",
     "shard_path",
@@ -186,33 +192,100 @@ def _diff_keys(old: Any, new: Any, prefix: str = "") -> list[str]:
     return [] if old == new else [prefix or "<root>"]
 
 
-def prepare_cache(output_dir: Path, fingerprint: dict, fingerprint_hash: str) -> None:
-    """Main process only: make ``shards/`` hold only work from ``fingerprint`` (moving anything else aside)."""
-    shard_dir = output_dir / SHARD_DIRNAME
-    stored = read_json(shard_dir / FINGERPRINT_FILENAME)
+CACHE_ID_CHARS = 16
+"""Hex digits of the fingerprint hash that name a cache folder (64 bits: distinct fingerprints do not collide)."""
+
+
+def cache_dir(output_dir: Path, fingerprint_hash: str) -> Path:
+    """The shard folder of one fingerprint: ``<output_dir>/shards/<hash[:16]>/``."""
+    return Path(output_dir) / SHARD_DIRNAME / fingerprint_hash[:CACHE_ID_CHARS]
+
+
+def _other_caches(output_dir: Path, keep: Path | None) -> list[Path]:
+    root = Path(output_dir) / SHARD_DIRNAME
+    if not root.is_dir():
+        return []
+    return sorted(d for d in root.iterdir() if d.is_dir() and d != keep)
+
+
+def _folder_bytes(folder: Path) -> int:
+    return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+
+
+def _adopt_legacy_cache(output_dir: Path) -> None:
+    """Move caches of the one-cache layout (``shards/*.json`` and ``shards.previous/``, before per-fingerprint
+    folders) into their fingerprint's folder, so that they stay usable and are not mixed with the new layout."""
+    root = output_dir / SHARD_DIRNAME
+    legacy = [f for f in root.glob("*.json")] if root.is_dir() else []
+    if legacy:
+        stored = read_json(root / FINGERPRINT_FILENAME)
+        name = (stored or {}).get("hash") or "unknown-fingerprint"
+        target = root / str(name)[:CACHE_ID_CHARS]
+        target.mkdir(exist_ok=True)
+        for f in legacy:
+            os.replace(f, target / f.name)
+        logger.info(
+            "Moved the ranking cache in %s into %s (one folder per fingerprint).", shown_path(root), target.name
+        )
+    previous = output_dir / f"{SHARD_DIRNAME}.previous"
+    if previous.is_dir():
+        stored = read_json(previous / FINGERPRINT_FILENAME)
+        target = root / str((stored or {}).get("hash") or "unknown-previous")[:CACHE_ID_CHARS]
+        if target.exists():
+            shutil.rmtree(previous)  # the same fingerprint's shards are already kept
+        else:
+            root.mkdir(parents=True, exist_ok=True)
+            os.replace(previous, target)
+
+
+def prepare_cache(output_dir: Path, fingerprint: dict, fingerprint_hash: str) -> Path:
+    """Main process only: the shard folder of ``fingerprint`` (:func:`cache_dir`), created if new.
+
+    Other fingerprints' folders are left alone (a run with other inputs never deletes another's samples); when this
+    fingerprint is new and others exist, the log says what changed relative to the latest one (and, for an older
+    cache format, why that format is invalid: :data:`FORMAT_CHANGES`).
+    """
+    output_dir = Path(output_dir)
+    _adopt_legacy_cache(output_dir)
+    shard_dir = cache_dir(output_dir, fingerprint_hash)
     if shard_dir.is_dir():
         for stale in shard_dir.glob(".*.tmp-*"):  # temp files of a run killed mid-write
             stale.unlink(missing_ok=True)
+    stored = read_json(shard_dir / FINGERPRINT_FILENAME)
     if stored is not None and stored.get("hash") == fingerprint_hash:
-        return
-    existing = sorted(shard_dir.glob("shard-*.json")) if shard_dir.is_dir() else []
-    if stored is not None or existing:
-        changed = _diff_keys((stored or {}).get("fingerprint"), fingerprint) if stored else ["<no fingerprint file>"]
-        previous = output_dir / f"{SHARD_DIRNAME}.previous"
-        _log_format_change((stored or {}).get("fingerprint"), shard_dir)
+        return shard_dir
+    others = [d for d in _other_caches(output_dir, shard_dir) if (d / FINGERPRINT_FILENAME).is_file()]
+    if others:
+        latest = max(others, key=lambda d: (d / FINGERPRINT_FILENAME).stat().st_mtime_ns)
+        old = (read_json(latest / FINGERPRINT_FILENAME) or {}).get("fingerprint")
+        changed = _diff_keys(old, fingerprint) if old is not None else ["<unreadable fingerprint file>"]
+        _log_format_change(old, latest)
         logger.warning(
-            "The ranking cache in %s was computed with different inputs (changed: %s); moving its %d shards to %s "
-            "and starting over.",
-            shown_path(shard_dir),
+            "The latest ranking cache in %s was computed with different inputs (changed: %s); these inputs get a new "
+            "cache, %s. The other %d cache(s) are kept (%.1f MiB in %s): rerunning with their inputs reuses them; "
+            "--prune_cache, or deleting their folders, removes them.",
+            shown_path(latest),
             ", ".join(changed[:12]) + (" ..." if len(changed) > 12 else ""),
-            len(existing),
-            shown_path(previous),
+            shard_dir.name,
+            len(others),
+            sum(_folder_bytes(d) for d in others) / 2**20,
+            shown_path(shard_dir.parent),
         )
-        if previous.exists():
-            shutil.rmtree(previous)
-        os.replace(shard_dir, previous)
     shard_dir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(shard_dir / FINGERPRINT_FILENAME, {"hash": fingerprint_hash, "fingerprint": fingerprint})
+    return shard_dir
+
+
+def prune_caches(output_dir: Path, fingerprint_hash: str) -> int:
+    """Delete every ranking cache folder in ``output_dir`` but ``fingerprint_hash``'s; returns how many."""
+    others = _other_caches(Path(output_dir), cache_dir(output_dir, fingerprint_hash))
+    for folder in others:
+        shutil.rmtree(folder)
+    if others:
+        logger.info(
+            "--prune_cache: deleted %d other ranking cache(s) in %s.", len(others), shown_path(others[0].parent)
+        )
+    return len(others)
 
 
 def save_dataset_atomically(dataset, output_dir: Path) -> None:
@@ -260,9 +333,14 @@ def build_fingerprint(view, model_path: str, params: RankingParams, has_answers:
         "params": {
             k: v
             for k, v in asdict(params).items()
-            if k not in NOT_FINGERPRINTED and not (k in FINGERPRINTED_WHEN_SET and v is None)
+            if k not in NOT_FINGERPRINTED
+            and not (k in FINGERPRINTED_WHEN_SET and v is None)
+            and not (k in FINGERPRINTED_UNLESS_DEFAULT and v == _PARAM_DEFAULTS[k])
         },
     }
+
+
+_PARAM_DEFAULTS = {f.name: f.default for f in fields(RankingParams)}
 
 
 def _library_versions() -> dict:

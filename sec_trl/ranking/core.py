@@ -21,9 +21,11 @@ from sec_trl.generation import process_state
 from sec_trl.ranking import samplers
 from sec_trl.ranking.cache import (
     build_fingerprint,
+    cache_dir,
     hash_json,
     load_shard,
     prepare_cache,
+    prune_caches,
     save_dataset_atomically,
     shard_path,
     write_json_atomic,
@@ -32,7 +34,6 @@ from sec_trl.ranking.params import (
     HISTOGRAM_FILENAME,
     META_FILENAME,
     SE_COLUMNS,
-    SHARD_DIRNAME,
     RankingIncomplete,
     RankingParams,
 )
@@ -102,6 +103,8 @@ def rank_dataset(
         process_stats = _generate_missing_shards(run, shard_callback, show_progress, wall_start)
         if run.state.is_main_process:
             _merge_and_write(run, dataset, (prompt_column, answer_column), process_stats, wall_start)
+            if params.prune_cache:
+                prune_caches(run.output_dir, run.fingerprint_hash)
         run.state.wait_for_everyone()
     return load_from_disk(str(run.output_dir))
 
@@ -184,7 +187,7 @@ class _Run:
 
     @property
     def shard_dir(self) -> Path:
-        return self.output_dir / SHARD_DIRNAME
+        return cache_dir(self.output_dir, self.fingerprint_hash)
 
     def cached_shard(self, shard: int) -> dict | None:
         return load_shard(self.shard_dir, shard, self.fingerprint_hash, *self.bounds[shard])

@@ -13,6 +13,7 @@ from sec_trl.script_args import DatasetArguments
 __all__ = [
     "ESTIMATORS",
     "EXIT_INCOMPLETE",
+    "FINGERPRINTED_UNLESS_DEFAULT",
     "FINGERPRINTED_WHEN_SET",
     "FINGERPRINT_FILENAME",
     "HISTOGRAM_FILENAME",
@@ -67,11 +68,15 @@ FINGERPRINT_FILENAME = "fingerprint.json"
 EXIT_INCOMPLETE = 3
 """Exit code of the command line when ``--max_shards`` stopped the run before every shard was done."""
 
-NOT_FINGERPRINTED = frozenset({"vllm_gpu_memory_utilization", "max_shards"})
+NOT_FINGERPRINTED = frozenset({"vllm_gpu_memory_utilization", "max_shards", "prune_cache"})
 """RankingParams fields that do not change any output value (so changing them keeps the cache)."""
 FINGERPRINTED_WHEN_SET = frozenset({"chat_template_kwargs"})
 """RankingParams fields added after caches existed: fingerprinted only when set, so an older cache (ranked without
 them) stays valid for a run that leaves them unset."""
+FINGERPRINTED_UNLESS_DEFAULT = frozenset({"answer_time_budget"})
+"""RankingParams fields added after caches existed, with a default that reproduces the older results on every
+ordinary prompt: fingerprinted only when they differ from their default (so their default must never change
+without a RANKING_FORMAT_VERSION bump)."""
 
 
 class RankingIncomplete(RuntimeError):
@@ -123,6 +128,14 @@ class RankingParams:
     answer_timeout: float = field(
         default=5.0, metadata={"help": "Seconds allowed for one math-verify equivalence check."}
     )
+    answer_time_budget: float = field(
+        default=60.0,
+        metadata={
+            "help": "Seconds that answer checking (clustering and sample accuracy) may spend in math-verify per "
+            "prompt, all comparisons together: once spent, the remaining comparisons count as 'not equivalent' "
+            "(own clusters; a warning says how many). Bounds hostile answers whose cost grows with N^2."
+        },
+    )
     dtype: str = field(
         default="auto",
         metadata={
@@ -161,6 +174,14 @@ class RankingParams:
         },
     )
 
+    prune_cache: bool = field(
+        default=False,
+        metadata={
+            "help": "After a finished run, delete the sample caches of other inputs in <output_dir>/shards/ (each "
+            "fingerprint has its own folder there, kept by default so that no run deletes another's samples)."
+        },
+    )
+
     def __post_init__(self) -> None:
         def bad(flag: str, why: str, value: Any) -> ValueError:
             return ValueError(f"--{flag} {why}, got {value!r}")
@@ -187,6 +208,8 @@ class RankingParams:
             raise bad("lexical_threshold", "must be in (0, 1]", self.lexical_threshold)
         if not self.answer_timeout > 0:
             raise bad("answer_timeout", "must be > 0 seconds", self.answer_timeout)
+        if not (isinstance(self.answer_time_budget, (int, float)) and 0 < self.answer_time_budget < math.inf):
+            raise bad("answer_time_budget", "must be a finite number of seconds > 0", self.answer_time_budget)
         if self.dtype not in ("auto", "float32", "bfloat16", "float16"):
             raise bad("dtype", "must be one of auto, float32, bfloat16, float16", self.dtype)
         if not 0.0 < self.vllm_gpu_memory_utilization <= 1.0:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections.abc import Sequence
 
 from sec_trl.ranking.params import RankingParams
@@ -46,13 +47,20 @@ def score_prompt(index: int, samples: Sequence[Sample], reference: str | None, p
 
     texts = [s.text for s in samples]
     answers = final_answers(texts)
+    # one time budget for the prompt's answer checking: the clustering, then the sample accuracy with what is left
+    deadline = time.monotonic() + params.answer_time_budget
     ids = cluster_answers(
-        texts, params.cluster_method, checker=checker, lexical_threshold=params.lexical_threshold, answers=answers
+        texts,
+        params.cluster_method,
+        checker=checker,
+        lexical_threshold=params.lexical_threshold,
+        answers=answers,
+        time_budget=params.answer_time_budget,
     )
     se, estimator = prompt_entropy(index, ids, samples, params.estimator)
     accuracy = None
     if reference is not None:
-        verdicts = checker.check_batch(texts, [reference] * len(texts))
+        verdicts = checker.check_batch(texts, [reference] * len(texts), deadline=deadline)
         accuracy = sum(verdicts) / len(verdicts)
     row = {
         "index": index,

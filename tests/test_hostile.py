@@ -1,0 +1,509 @@
+"""Hostile cases (issue 18): inputs a user, real data or a real crash would produce, each as one row of `CASES`.
+
+A row is ``case(name, given, call, expect)``: the hostile input, the function that feeds it to the real code (real
+math-verify worker, real datasets, real tokenizer and tiny models from `tests/helpers`), and the expected outcome:
+a value (compared with ``==``), ``Raises(type, text)``, or ``Check(predicate, what)``. The next hostile case is one
+more row. Rows that run train.py or a ranking take tens of seconds on a 2-core CPU; the rest take milliseconds to a
+few seconds. Timing rows assert only generous bounds derived from the configured budget.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from helpers.train_flags import run_train, train_flags, write_jsonl
+
+
+# A worker killed on timeout is replaced in the background; the next check may wait for its start-up (~1 s, more
+# on a loaded 2-core machine). Budget rows allow this much on top of the budget.
+RESTART_SLACK = 6.0
+HOSTILE_ANSWERS = [f"\\boxed{{{k}^{{{k}^{{{k}^{{{k}^{{{k}}}}}}}}}}}" for k in range(2, 10)]  # 8 distinct towers
+
+
+@dataclass(frozen=True)
+class Raises:
+    type: type[BaseException]
+    text: str
+
+
+@dataclass(frozen=True)
+class Check:
+    predicate: Callable[[Any], bool]
+    what: str
+
+
+@dataclass(frozen=True)
+class Env:
+    """What a call may need; fixtures are built only for the rows that ask for them."""
+
+    request: Any
+    tmp_path: Any
+
+    @property
+    def tiny_model_dir(self) -> str:
+        return self.request.getfixturevalue("tiny_model_dir")
+
+
+def case(name: str, given: Any, call: Callable[[Any, Env], Any], expect: Any, *, slow: bool = False):
+    marks = [pytest.mark.slow] if slow else []
+    return pytest.param(given, call, expect, id=name, marks=marks)
+
+
+# ------------------------------------------------------------------------------------------------------------- calls
+
+
+def accuracy(given, env):
+    """`accuracy_reward` on one (completion, gold answer) pair."""
+    from sec_trl.rewards import accuracy_reward
+
+    completion, gold = given
+    return accuracy_reward([completion], answer=[gold])[0]
+
+
+def clusters(given, env):
+    from sec_trl.semantic_entropy import cluster_answers
+
+    return cluster_answers(given)
+
+
+def timed_clusters(budget):
+    """Cluster ids and seconds taken, on a warm checker with a 5 s per-answer timeout and the given total budget."""
+
+    def call(given, env):
+        from sec_trl.answer_checking import AnswerChecker
+        from sec_trl.semantic_entropy import cluster_answers
+
+        with AnswerChecker(timeout=5.0) as checker:
+            checker.start()
+            start = time.monotonic()
+            ids = cluster_answers(given, checker=checker, time_budget=budget)
+            return SimpleNamespace(ids=ids, seconds=time.monotonic() - start, over_budget=checker.stats["over_budget"])
+
+    return call
+
+
+def ranking_prompt_score(budget):
+    """`sec_trl.ranking.scoring.score_prompt` (clustering + sample accuracy) of one prompt's samples."""
+
+    def call(given, env):
+        from sec_trl.answer_checking import AnswerChecker
+        from sec_trl.ranking.params import RankingParams
+        from sec_trl.ranking.samplers import Sample
+        from sec_trl.ranking.scoring import score_prompt
+
+        samples = [Sample(text=t, loglik=-1.0, num_tokens=3, truncated=False) for t in given]
+        with AnswerChecker(timeout=5.0) as checker:
+            checker.start()
+            start = time.monotonic()
+            row = score_prompt(0, samples, "7", RankingParams(answer_time_budget=budget), checker)
+            return SimpleNamespace(row=row, seconds=time.monotonic() - start)
+
+    return call
+
+
+def online_semantic_entropy(budget):
+    """The trainer's logged semantic entropy of one GRPO group (`CurriculumTrainerMixin`), on a stand-in trainer."""
+
+    def call(given, env):
+        from collections import defaultdict
+
+        from sec_trl import SETGRPOConfig
+        from sec_trl.curriculum_trainer import CurriculumTrainerMixin
+
+        args = SETGRPOConfig(
+            output_dir=str(env.tmp_path / "o"),
+            report_to="none",
+            use_cpu=True,
+            per_device_train_batch_size=len(given),
+            num_generations=len(given),
+            semantic_entropy_time_budget=budget,
+        )
+        trainer = SimpleNamespace(
+            args=args,
+            num_generations=len(given),
+            accelerator=SimpleNamespace(is_main_process=True),
+            model=SimpleNamespace(training=True),
+            _metrics={"train": defaultdict(list)},
+        )
+        from sec_trl.answer_checking import get_default_checker
+
+        get_default_checker().start()
+        start = time.monotonic()
+        CurriculumTrainerMixin._log_online_semantic_entropy(trainer, given)
+        seconds = time.monotonic() - start
+        return SimpleNamespace(seconds=seconds, clusters=trainer._metrics["train"]["semantic_entropy/num_clusters"])
+
+    return call
+
+
+_CONFIG_BASE = dict(report_to="none", use_cpu=True, per_device_train_batch_size=4, num_generations=4)
+
+
+def config(given, env):
+    """`SETGRPOConfig(**given)` on a tiny valid base."""
+    from sec_trl import SETGRPOConfig
+
+    return SETGRPOConfig(output_dir=str(env.tmp_path / "o"), **{**_CONFIG_BASE, **given})
+
+
+def config_warnings(given, env):
+    """The warnings `SETGRPOConfig(**given)` gives (as text)."""
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        config(given, env)
+    return [str(w.message) for w in caught]
+
+
+def reward_weights_preflight(given, env):
+    """preflight's check of --reward_weights against the reward functions --reward_funcs builds."""
+    from sec_trl.preflight import build_reward_funcs, check_reward_weights
+
+    names, weights = given
+    return check_reward_weights(weights, build_reward_funcs(names, "answer"))
+
+
+def train_cli_before_model(given, env):
+    """train.py with a model path that does not exist: a config error must come first (before any model loads).
+    ``given``: extra flags, or ``{"yaml": text}`` for a --config recipe."""
+    data = write_jsonl(env.tmp_path / "d.jsonl", [{"prompt": "What is 1 + 1?", "answer": "2"}] * 4)
+    recipe = None
+    if "yaml" in given:
+        recipe = env.tmp_path / "recipe.yaml"
+        recipe.write_text(given["yaml"])
+        given = {}
+    flags = train_flags(model_name_or_path=env.tmp_path / "no-such-model", dataset_name=data, output_dir="o", **given)
+    if recipe is not None:
+        flags = ["--config", str(recipe), *flags]
+    result = run_train(flags, env.tmp_path, timeout=300)
+    return SimpleNamespace(rc=result.returncode, stderr=result.stderr)
+
+
+def before_model_error(text):
+    def ok(r):
+        return r.rc != 0 and text in r.stderr and "no-such-model" not in r.stderr.split("Error")[-1]
+
+    return Check(ok, f"fails before the model loads, saying {text!r}")
+
+
+def log_table(given, env):
+    from sec_trl.train import format_log_table
+
+    return format_log_table(given)
+
+
+REWARD_MODULE = """\
+def none_reward(completions, **kwargs):
+    return [None for _ in completions]
+
+
+def nan_reward(completions, **kwargs):
+    return [float("nan") for _ in completions]
+"""
+
+
+def train_run_with_reward(given, env):
+    """A full tiny train.py run with the reward ``given`` (a function of REWARD_MODULE) and --push_to_hub, offline."""
+    (env.tmp_path / "hostile_rewards.py").write_text(REWARD_MODULE)
+    data = write_jsonl(
+        env.tmp_path / "d.jsonl", [{"prompt": f"What is {i} + 1?", "answer": str(i + 1)} for i in range(4)]
+    )
+    args = train_flags(
+        model_name_or_path=env.tiny_model_dir,
+        dataset_name=data,
+        reward_funcs=f"hostile_rewards.{given}",
+        max_steps=1,
+        logging_steps=1,
+        output_dir=env.tmp_path / "out",
+        push_to_hub=True,
+        hub_model_id="someone/hostile",
+    )
+    result = run_train(args, env.tmp_path)
+    return SimpleNamespace(rc=result.returncode, stdout=result.stdout, stderr=result.stderr)
+
+
+def finishes_saves_and_pushes(r) -> bool:
+    # offline, so the push is attempted and fails with its own message (exit 1): what matters is that it is reached
+    return (
+        "Model and model card saved" in r.stdout
+        and "Pushing to the Hub failed" in r.stderr
+        and "Traceback" not in r.stderr
+        and "TypeError" not in r.stderr
+    )
+
+
+def load_data_file(given, env):
+    """`load_prompt_dataset` of a local file holding the bytes ``given`` (name: data.jsonl)."""
+    from sec_trl.data import load_prompt_dataset
+
+    path = env.tmp_path / "data.jsonl"
+    path.write_bytes(given)
+    return load_prompt_dataset(str(path))
+
+
+def save_on_full_disk(given, env):
+    """A real trainer's `save_model` inside train.py's `explain_disk_errors`, with `torch.save` patched to raise what
+    torch raises on a full disk (``given``). A real full disk cannot be made safely on a shared machine, so the write
+    is simulated; the error text is torch's own."""
+    from unittest import mock
+
+    from helpers.trainer import make_trainer
+
+    from sec_trl.train import explain_disk_errors
+
+    trainer = make_trainer(env.tiny_model_dir, env.tmp_path)
+    out = str(env.tmp_path / "final")
+
+    def full_disk(*args, **kwargs):
+        raise given
+
+    with mock.patch("torch.save", full_disk), explain_disk_errors(out):
+        trainer.save_model(out)
+
+
+def rank_three_times(given, env):
+    """rank, rerun with other flags (``given``), rerun the original: prompts generated by each run."""
+    from datasets import Dataset
+
+    from sec_trl.rank import rank_dataset, read_ranking_meta
+
+    data = Dataset.from_dict(
+        {"prompt": [f"What is {i} + 1?" for i in range(4)], "answer": [str(i + 1) for i in range(4)]}
+    )
+    fast = {"num_samples": 2, "max_new_tokens": 3, "shard_size": 2, "prompts_per_batch": 2, "seed": 0}
+    out = env.tmp_path / "ranked"
+    generated = []
+    for params in (fast, {**fast, **given}, fast):
+        rank_dataset(data, env.tiny_model_dir, out, show_progress=False, **params)
+        generated.append(read_ranking_meta(out)["counts"]["num_prompts_generated"])
+    return generated
+
+
+# ------------------------------------------------------------------------------------------------------------- table
+
+CASES = [
+    # item 9: dirty gold answers (and completions) are normalised: NFKC, zero-width characters and BOM stripped
+    case("9-gold-zero-width-space", ("\\boxed{4}", "4\u200b"), accuracy, 1.0),
+    case("9-gold-bom", ("\\boxed{4}", "\ufeff4"), accuracy, 1.0),
+    case("9-gold-fullwidth-digit", ("\\boxed{4}", "\uff14"), accuracy, 1.0),
+    case("9-gold-word-joiner-and-zwj", ("\\boxed{12}", "1\u2060\u200d2"), accuracy, 1.0),
+    case("9-completion-fullwidth-and-zwsp", ("so \\boxed{\uff14\u200b}", "4"), accuracy, 1.0),
+    case("9-gold-superscript-is-a-power", ("\\boxed{x^2}", "x\u00b2"), accuracy, 1.0),
+    case("9-gold-superscript-not-a-digit", ("\\boxed{x2}", "x\u00b2"), accuracy, 0.0),
+    case("9-gold-only-invisible-is-missing", ("\\boxed{4}", "\u200b\ufeff"), accuracy, None),
+    case(
+        "9-clustering-normalises",
+        ["\\boxed{4}", "\\boxed{\uff14}", "The answer is 4\u200b", "\\boxed{\ufeff4}", "\\boxed{5}"],
+        clusters,
+        [0, 0, 0, 0, 1],
+    ),
+    # item 3: a bounded total time per prompt / per group for answer checking, whatever the number of answers
+    case(
+        "3-eight-hostile-answers-within-budget",
+        HOSTILE_ANSWERS,
+        timed_clusters(2.0),
+        Check(
+            lambda r: r.seconds < 2.0 + RESTART_SLACK and r.ids == list(range(8)) and r.over_budget > 0,
+            "8 singletons within budget + restart, the cut comparisons counted",
+        ),
+    ),
+    case(
+        "3-ordinary-answers-still-cluster-under-budget",
+        ["\\boxed{\\frac{1}{2}}", "It is 0.5.", "\\boxed{x^2+1}", "\\boxed{1+x^2}", "\\boxed{3}"],
+        timed_clusters(2.0),
+        Check(lambda r: r.ids == [0, 0, 1, 1, 2] and r.over_budget == 0, "math-verify still decides x^2+1 = 1+x^2"),
+    ),
+    case(
+        "3-ranking-prompt-within-budget",
+        HOSTILE_ANSWERS,
+        ranking_prompt_score(2.0),
+        Check(
+            lambda r: r.seconds < 2.0 + RESTART_SLACK and r.row["num_clusters"] == 8,
+            "clustering and sample accuracy share the 2 s budget",
+        ),
+    ),
+    case(
+        "3-online-se-group-within-budget",
+        HOSTILE_ANSWERS,
+        online_semantic_entropy(2.0),
+        Check(lambda r: r.seconds < 2.0 + RESTART_SLACK and r.clusters == [8.0], "one group, 2 s budget"),
+    ),
+    case(
+        "3-budget-must-be-positive",
+        {"semantic_entropy_time_budget": 0.0},
+        config,
+        Raises(ValueError, "semantic_entropy_time_budget=0.0 is out of range"),
+    ),
+    # item 7: values that passed validation and crashed later (or trained) are refused in SETGRPOConfig
+    case(
+        "7-kl_cov_coef-overflows",
+        {"kl_cov_coef": 1e300},
+        config,
+        Raises(ValueError, "kl_cov_coef=1e+300 is out of range; allowed range is [0, 10000]"),
+    ),
+    case(
+        "7-steps_per_generation-zero",
+        {"steps_per_generation": 0},
+        config,
+        Raises(ValueError, "steps_per_generation=0 is out of range; allowed range is [1, inf)"),
+    ),
+    case(
+        "7-num_iterations-zero",
+        {"num_iterations": 0},
+        config,
+        Raises(ValueError, "num_iterations=0 is out of range; allowed range is [1, inf)"),
+    ),
+    case(
+        "7-max_steps-not-integral", {"max_steps": 2.7}, config, Raises(ValueError, "max_steps=2.7 is not an integer")
+    ),
+    case(
+        "7-top_p-above-one",
+        {"top_p": 1.5},
+        config,
+        Raises(ValueError, "top_p=1.5 is out of range; allowed range is (0, 1]"),
+    ),
+    case("7-beta-negative", {"beta": -1.0}, config, Raises(ValueError, "beta=-1.0 is out of range")),
+    case("7-temperature-zero", {"temperature": 0.0}, config, Raises(ValueError, "temperature=0.0 is out of range")),
+    case(
+        "7-reward-weight-inf",
+        {"reward_weights": [1.0, math.inf]},
+        config,
+        Raises(ValueError, "reward_weights[1]=inf is out of range"),
+    ),
+    case(
+        "7-reward-weight-huge", {"reward_weights": [1.0, 1e30]}, config, Raises(ValueError, "reward_weights[1]=1e+30")
+    ),
+    case(
+        "7-sane-config-still-accepted",
+        {"beta": 0.04, "top_p": 0.95, "steps_per_generation": 2},
+        config,
+        Check(lambda c: c.generation_batch_size == 8, "built, generation batch 4 x 2"),
+    ),
+    case(
+        "7-reward_weights-wrong-length",
+        (["accuracy", "format"], [1.0]),
+        reward_weights_preflight,
+        Raises(ValueError, "reward_weights has 1 values [1.0] but there are 2 reward functions"),
+    ),
+    case("7-reward_weights-right-length", (["accuracy", "format"], [1.0, 0.5]), reward_weights_preflight, None),
+    case(
+        "7-cli-steps_per_generation-zero",
+        {"steps_per_generation": 0},
+        train_cli_before_model,
+        before_model_error("steps_per_generation=0 is out of range"),
+    ),
+    case(
+        "7-cli-yaml-max_steps-float",
+        {"yaml": "max_steps: 2.7\n"},
+        train_cli_before_model,
+        before_model_error("max_steps=2.7 is not an integer"),
+    ),
+    case(
+        "7-cli-reward_weights-length",
+        {"reward_funcs": "accuracy", "reward_weights": [1.0, 2.0]},
+        train_cli_before_model,
+        before_model_error("reward_weights has"),
+    ),
+    # item 4: the curriculum is one pass of its sampler; TRL's default num_train_epochs=3 would replay it, unsaid
+    case(
+        "4-curriculum-with-default-epochs-warns",
+        {"curriculum": True, "remove_unused_columns": False},
+        config_warnings,
+        Check(
+            lambda w: any("num_train_epochs=3" in m and "curriculum_epochs_per_stage" in m for m in w),
+            "a warning naming num_train_epochs and curriculum_epochs_per_stage",
+        ),
+    ),
+    case(
+        "4-curriculum-with-one-epoch-is-quiet",
+        {"curriculum": True, "remove_unused_columns": False, "num_train_epochs": 1},
+        config_warnings,
+        Check(lambda w: not any("replays" in m for m in w), "no replay warning"),
+    ),
+    # item 1: NaN / None rewards are logged as such and never end the run before the save and the push
+    case(
+        "1-log-table-none-and-nan",
+        [
+            {"step": 1, "entropy": 1.5, "reward": None},
+            {"step": 2, "entropy": float("nan"), "reward": float("nan")},
+            {"step": 2, "eval_reward": None},
+        ],
+        log_table,
+        Check(lambda t: "nan" in t and "1.5000" in t and "step 2: none" in t, "nan printed, None blank"),
+    ),
+    case(
+        "1-none-reward-run-saves-and-pushes",
+        "none_reward",
+        train_run_with_reward,
+        Check(finishes_saves_and_pushes, "saved, push attempted, no traceback"),
+    ),
+    case(
+        "1-nan-reward-run-saves-and-pushes",
+        "nan_reward",
+        train_run_with_reward,
+        Check(finishes_saves_and_pushes, "saved, push attempted, no traceback"),
+    ),
+    # item 8: raw errors become messages naming the file, the line, the cause
+    case(
+        "8-latin1-jsonl",
+        b'{"prompt": "a", "answer": "1"}\n{"prompt": "caf\xe9", "answer": "2"}\n',
+        load_data_file,
+        Raises(ValueError, "data.jsonl': line 2 is not valid UTF-8 (byte 0xe9 at column 16"),
+    ),
+    case(
+        "8-utf16-jsonl",
+        '{"prompt": "a", "answer": "1"}\n'.encode("utf-16"),
+        load_data_file,
+        Raises(ValueError, "the file is UTF-16"),
+    ),
+    case(
+        "8-utf8-bom-jsonl-is-fine",
+        b'\xef\xbb\xbf{"prompt": "a", "answer": "1"}\n',
+        load_data_file,
+        Check(lambda ds: ds.num_rows == 1, "loads"),
+    ),
+    case(
+        "8-full-disk-torch-save",
+        RuntimeError("basic_ios::clear: iostream error"),
+        save_on_full_disk,
+        Raises(OSError, "the disk holding it is out of space"),
+    ),
+    case(
+        "8-full-disk-enospc",
+        OSError(28, "No space left on device"),
+        save_on_full_disk,
+        Raises(OSError, "--output_dir"),
+    ),
+    # item 5: one mistyped ranking flag does not cost the original run its cache
+    case("5-rank-other-seed-then-original", {"seed": 7}, rank_three_times, [4, 4, 0]),
+    case("5-rank-other-max_new_tokens-then-original", {"max_new_tokens": 2}, rank_three_times, [4, 4, 0]),
+]
+
+
+@pytest.mark.parametrize("given, call, expect", CASES)
+def test_hostile_case(given, call, expect, request, tmp_path):
+    env = Env(request, tmp_path)
+    if isinstance(expect, Raises):
+        with pytest.raises(expect.type) as info:
+            call(given, env)
+        assert expect.text in str(info.value), str(info.value)
+        return
+    outcome = call(given, env)
+    if isinstance(expect, Check):
+        assert expect.predicate(outcome), f"expected: {expect.what}; got {repr(outcome)[-3000:]}"
+    else:
+        assert outcome == expect
+
+
+def test_the_table_names_are_unique():
+    names = [p.id for p in CASES]
+    assert len(names) == len(set(names))
+    assert json.dumps(names)  # plain strings, usable with -k
