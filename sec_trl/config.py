@@ -450,3 +450,22 @@ def _bf16_accelerator_available() -> bool:
     from transformers.utils import is_torch_bf16_gpu_available
 
     return is_torch_bf16_gpu_available()
+
+
+def fields_table() -> str:
+    """The markdown table of the fields `SETGRPOConfig` adds to `GRPOConfig` (name, default, help), as
+    docs/configuration.md shows it: the docs table is generated from the fields' own help, never written twice
+    (`tests/test_readme.py` checks that they agree)."""
+    import dataclasses
+
+    from trl import GRPOConfig
+
+    inherited = {f.name for f in dataclasses.fields(GRPOConfig)}
+    rows = ["| field | default | meaning |", "|---|---|---|"]
+    for f in dataclasses.fields(SETGRPOConfig):
+        if f.name in inherited or not f.init:
+            continue
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        help_text = f.metadata.get("help", "").replace("|", "\\|")
+        rows.append(f"| `{f.name}` | `{default!r}` | {help_text} |")
+    return "\n".join(rows)

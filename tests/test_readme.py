@@ -168,3 +168,13 @@ def test_every_relative_link_of_the_readme_and_docs_exists():
             if "://" in target:
                 continue
             assert (path.parent / target).exists(), f"{path.relative_to(ROOT)} links to missing {target}"
+
+
+def test_the_config_table_of_the_docs_is_the_configs_own():
+    """docs/configuration.md's field table is generated from SETGRPOConfig's fields (defaults and help): regenerate
+    it with `python -c "from sec_trl.config import fields_table; print(fields_table())"` when a field changes."""
+    from sec_trl.config import fields_table
+
+    text = (ROOT / "docs" / "configuration.md").read_text()
+    block = text.split("-->\n", 1)[1].split("\n<!-- /fields -->", 1)[0] if "<!-- /fields -->" in text else ""
+    assert block == fields_table()
