@@ -6,8 +6,8 @@ import logging
 import math
 from collections.abc import Sequence
 
+from sec_trl.generation.samplers import Sample
 from sec_trl.ranking.params import RankingParams
-from sec_trl.ranking.samplers import Sample
 
 
 logger = logging.getLogger(__name__)
