@@ -53,30 +53,30 @@ def _training_ids(model_dir, tmp_path, kwargs):
 
 
 def _ranking_ids(model_dir, kwargs):
-    from sec_trl.ranking import samplers
+    from sec_trl.ranking.core import load_sampler, sample_batch
     from sec_trl.ranking.params import RankingParams
 
     # the command line's form: a JSON string, parsed by RankingParams as TRL parses GRPOConfig's field
     params = RankingParams(
         num_samples=2, max_new_tokens=2, chat_template_kwargs=json.dumps(kwargs) if kwargs else None
     )
-    sampler = samplers.TransformersSampler(model_dir, params, torch.device("cpu"))
+    sampler = load_sampler(model_dir, params, torch.device("cpu"))
     seen: list = []
     _capture_generate(sampler.model, seen)
     with pytest.raises(_Captured):
-        sampler.sample([PROMPT])
+        sample_batch(sampler, params, [PROMPT], 0)
     return seen[0]
 
 
 def _evaluation_ids(model_dir, kwargs):
     from sec_trl.evaluation.runner import build_sampler
-    from sec_trl.evaluation.sampling import SamplingSettings
+    from sec_trl.evaluation.sampling import SamplingSettings, sample_prompts
 
     sampler = build_sampler(model_dir, chat_template_kwargs=json.dumps(kwargs) if kwargs else None)
     seen: list = []
     _capture_generate(sampler.model, seen)
     with pytest.raises(_Captured):
-        sampler.sample([PROMPT], 0, SamplingSettings(k=2, max_new_tokens=2, batch_size=1))
+        sample_prompts(sampler, [PROMPT], 0, SamplingSettings(k=2, max_new_tokens=2, batch_size=1))
     return seen[0]
 
 

@@ -284,7 +284,7 @@ def test_vllm_runs_one_engine_per_process_under_accelerate_launch(monkeypatch):
 
 
 def test_seeds_are_per_index_and_stable():
-    from sec_trl.evaluation.sampling import derive_seed
+    from sec_trl.generation import evaluation_seed as derive_seed
 
     assert derive_seed(0, 0) == derive_seed(0, 0)
     assert len({derive_seed(0, i) for i in range(1000)}) == 1000

@@ -335,7 +335,7 @@ def test_paper_answer_extraction_box_else_the_answer_is_sentence():
 
     from sec_trl.answer_extraction import MAX_TAIL_CHARS, extract_final_answer, extract_paper_answer
     from sec_trl.evaluation.runner import score_groups
-    from sec_trl.evaluation.sampling import Completion
+    from sec_trl.generation.samplers import Sample as Completion
 
     assert extract_paper_answer("First \\boxed{1}, then \\boxed{\\frac{1}{2}}.") == "\\frac{1}{2}"
     assert extract_paper_answer("So the final answer is $12$. Thanks.") == "12"

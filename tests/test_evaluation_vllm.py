@@ -59,7 +59,8 @@ def test_use_vllm_hands_vllm_the_prompts_and_settings_and_reads_its_outputs(fake
 
     from sec_trl.data import PromptFormat
     from sec_trl.evaluation.cli import main
-    from sec_trl.evaluation.sampling import derive_seed, prompt_token_ids
+    from sec_trl.generation import evaluation_seed as derive_seed
+    from sec_trl.generation import prompt_token_ids
 
     data = [{"question": "What is 2 + 3?", "solution": "5"}, {"question": "What is 2 + 2?", "solution": "4"}]
     (tmp_path / "q.jsonl").write_text("".join(json.dumps(r) + "\n" for r in data))

@@ -18,8 +18,9 @@ from helpers.models import fixed_logits, save_causal_lm
 from sec_trl import rank
 from sec_trl.answer_checking import get_default_checker
 from sec_trl.data import make_arithmetic_splits
+from sec_trl.generation import samplers
 from sec_trl.rank import RankingIncomplete, RankingParams, ensure_ranked, rank_dataset, read_ranking_meta
-from sec_trl.ranking import samplers
+from sec_trl.ranking.core import load_sampler, sample_batch
 from sec_trl.ranking.scoring import score_prompt
 from sec_trl.semantic_entropy import discrete_semantic_entropy, weighted_semantic_entropy
 
@@ -146,7 +147,7 @@ def test_weighted_scores_are_length_normalised():
     discrete one (ln 2) whatever the lengths. With sums (-200 vs -800) the shortest sample would take all the mass."""
     params = RankingParams(estimator="weighted", num_samples=4)
     lengths = [400, 1600, 1000, 700]
-    samples = [samplers.Sample(f"\\boxed{{{a}}}", -0.5 * n, n, False) for a, n in zip("2255", lengths, strict=True)]
+    samples = [samplers.Sample(f"\\boxed{{{a}}}", n, False, -0.5 * n) for a, n in zip("2255", lengths, strict=True)]
     row = score_prompt(0, samples, "2", params, get_default_checker())
     assert row["estimator"] == "weighted" and row["cluster_ids"] == [0, 0, 1, 1]
     assert row["semantic_entropy"] == pytest.approx(math.log(2), abs=1e-12)
@@ -172,10 +173,10 @@ def test_recorded_logliks_match_a_forward_pass(tiny_model_dir):
     from transformers import AutoModelForCausalLM
 
     params = RankingParams(num_samples=2, max_new_tokens=5)
-    sampler = samplers.TransformersSampler(tiny_model_dir, params, torch.device("cpu"))
+    sampler = load_sampler(tiny_model_dir, params, torch.device("cpu"))
     prompts = _dataset(3)["prompt"]
-    sampler.begin_shard(123, 0)
-    samples = sampler.sample(prompts)
+    sampler.reseed(123)
+    samples = sample_batch(sampler, params, prompts, 0)
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
     for prompt, prompt_samples in zip(prompts, samples, strict=True):
         prompt_ids = samplers.prompt_token_ids(sampler.tokenizer, prompt)
@@ -337,8 +338,8 @@ def test_missing_columns_name_the_flag(tiny_model_dir, tmp_path):
 
 def test_nan_logliks_fall_back_to_discrete(caplog):
     params = RankingParams(estimator="weighted", num_samples=3)
-    samples = [samplers.Sample("\\boxed{2}", -1.0, 3, False), samplers.Sample("\\boxed{2}", math.nan, 3, False)]
-    samples.append(samplers.Sample("\\boxed{5}", -2.0, 3, False))
+    samples = [samplers.Sample("\\boxed{2}", 3, False, -1.0), samplers.Sample("\\boxed{2}", 3, False, math.nan)]
+    samples.append(samplers.Sample("\\boxed{5}", 3, False, -2.0))
     with caplog.at_level(logging.WARNING, logger="sec_trl.ranking"):
         row = score_prompt(7, samples, "2", params, get_default_checker())
     assert "Prompt 7" in caplog.text and "discrete_fallback" in caplog.text

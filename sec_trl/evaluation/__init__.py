@@ -10,8 +10,9 @@ benchmarks, the paper's protocol (:mod:`.paper`): Avg@8/16/32 and Pass@8/16/32 o
 unbiased pass@k beside them, each table's 18-cell mean, and the paper's own rows for its base model.
 
 Modules: :mod:`.metrics` (estimators), :mod:`.benchmarks` (the Hub mapping), :mod:`.paper` (the protocol's settings
-and the paper's numbers), :mod:`.sampling` (samplers, seeds, shards), :mod:`.runner` (load / sample / score /
-summarise), :mod:`.cli` (``python -m sec_trl.evaluate``).
+and the paper's numbers), :mod:`.sampling` (settings, seeds, shards), :mod:`.runner` (load / sample / score /
+summarise), :mod:`.cli` (``python -m sec_trl.evaluate``). The samplers are the ranking's too:
+:mod:`sec_trl.generation`.
 """
 
 from .benchmarks import BENCHMARK_DIR_ENV, BENCHMARKS, PAPER_BENCHMARKS, Benchmark, load_benchmark

@@ -243,7 +243,7 @@ def check_backend(eval_args: EvalArguments, state) -> None:
     """vLLM importable when asked for (before anything is loaded)."""
     if not eval_args.use_vllm:
         return
-    from .sampling import require_vllm
+    from sec_trl.generation import require_vllm
 
     require_vllm()
 
@@ -252,10 +252,12 @@ def vllm_engine_kwargs(eval_args: EvalArguments, num_processes: int) -> dict:
     """`vllm.LLM` arguments. Under `accelerate launch`, one engine per process on its own GPU, in the launcher's
     process group (`external_launcher`, tensor-parallel size 1), as TRL's colocate mode: data-parallel
     evaluation, each process sampling its shard with per-batch seeds, so the samples do not depend on the count."""
-    kwargs = {"gpu_memory_utilization": eval_args.vllm_gpu_memory_utilization}
-    if num_processes > 1:
-        kwargs.update(distributed_executor_backend="external_launcher", tensor_parallel_size=1)
-    return kwargs
+    from sec_trl.generation import data_parallel_engine_kwargs
+
+    return {
+        "gpu_memory_utilization": eval_args.vllm_gpu_memory_utilization,
+        **data_parallel_engine_kwargs(num_processes),
+    }
 
 
 def run(eval_args: EvalArguments, data_args, model_args, given: set[str] | None = None) -> dict:

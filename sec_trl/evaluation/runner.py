@@ -9,10 +9,9 @@ from typing import Any
 
 from sec_trl.embedded import resolve_model_path
 from sec_trl.errors import work_phase
-from sec_trl.generation import resolve_dtype
 
 from .metrics import summarise
-from .sampling import SamplingSettings, TransformersSampler, VLLMSampler, shard_bounds
+from .sampling import SamplingSettings, sample_prompts, shard_bounds
 
 
 def load_model(model_or_path, tokenizer=None, dtype=None, *, device=None, trust_remote_code=False, revision=None):
@@ -22,17 +21,15 @@ def load_model(model_or_path, tokenizer=None, dtype=None, *, device=None, trust_
     ``dtype``: None / ``"auto"`` (float32 on the CPU, the checkpoint's dtype on an accelerator), a name
     (``"bfloat16"``) or a ``torch.dtype``. A loaded model is used as is (not moved, not cast).
     """
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
+
+    from sec_trl import generation
 
     if model_or_path is None or isinstance(model_or_path, str):
         path = resolve_model_path(model_or_path)
-        device = torch.device(device or "cpu")
-        dtype = resolve_dtype(dtype, device)
-        kwargs = {"trust_remote_code": trust_remote_code, **({"revision": revision} if revision else {})}
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, **kwargs).to(device)
-        if tokenizer is None:
-            tokenizer = AutoTokenizer.from_pretrained(path, **kwargs)
+        model, tokenizer = generation.load_model(
+            path, tokenizer, device=device, dtype=dtype, trust_remote_code=trust_remote_code, revision=revision
+        )
     else:
         model = model_or_path
         if tokenizer is None:
@@ -60,7 +57,7 @@ def sample_shard(sampler, prompts: Sequence[Any], settings: SamplingSettings, *,
         (0, n) if state is None else shard_bounds(n, settings.batch_size, state.num_processes, state.process_index)
     )
     with _progress_bar(end - start, "sampling", state, show_progress) as bar:
-        groups = sampler.sample(list(prompts[start:end]), start, settings, progress=bar.update)
+        groups = sample_prompts(sampler, list(prompts[start:end]), start, settings, progress=bar.update)
     return start, groups
 
 
@@ -278,17 +275,19 @@ def build_sampler(
     revision=None,
     chat_template_kwargs=None,
 ):
-    """A :class:`TransformersSampler` (model loaded by :func:`load_model`) or, with ``use_vllm``, a
-    :class:`VLLMSampler` (``vllm.LLM`` on the model path, with ``vllm_kwargs``); message prompts are rendered with
-    ``chat_template_kwargs`` (a dict or a JSON object string, as TRL's ``GRPOConfig`` field)."""
+    """A :class:`~sec_trl.generation.samplers.TransformersSampler` (model loaded by :func:`load_model`) or, with
+    ``use_vllm``, a :class:`~sec_trl.generation.samplers.VLLMSampler` (``vllm.LLM`` on the model path, with
+    ``vllm_kwargs``); message prompts are rendered with ``chat_template_kwargs`` (a dict or a JSON object string, as
+    TRL's ``GRPOConfig`` field). The evaluation reads no log-likelihoods, so none are computed."""
     from sec_trl.generation import parse_chat_template_kwargs
+    from sec_trl.generation.samplers import TransformersSampler, VLLMSampler
 
     chat_template_kwargs = parse_chat_template_kwargs(chat_template_kwargs)
     if not use_vllm:
         model, tokenizer = load_model(
             model_or_path, tokenizer, dtype, device=device, trust_remote_code=trust_remote_code, revision=revision
         )
-        return TransformersSampler(model, tokenizer, chat_template_kwargs)
+        return TransformersSampler(model, tokenizer, chat_template_kwargs=chat_template_kwargs)
     if not (model_or_path is None or isinstance(model_or_path, str)):
         raise ValueError("use_vllm needs a model path or Hub id (vLLM loads the weights itself), not a model object")
     from transformers import AutoTokenizer
@@ -299,4 +298,4 @@ def build_sampler(
     kwargs = {"dtype": dtype or "auto", "trust_remote_code": trust_remote_code, **(vllm_kwargs or {})}
     if revision:
         kwargs["revision"] = revision
-    return VLLMSampler(path, tokenizer, seed=seed, chat_template_kwargs=chat_template_kwargs, **kwargs)
+    return VLLMSampler(path, tokenizer, chat_template_kwargs=chat_template_kwargs, seed=seed, **kwargs)

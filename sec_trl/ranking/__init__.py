@@ -35,10 +35,11 @@ Output directory (``DIR``):
 - ``ranking_meta.json``: parameters, counts, SE summary and timing (written last);
 - ``shards/<fingerprint id>/``: the cache, one folder per set of inputs (see below).
 
-Package layout: :mod:`~sec_trl.ranking.params` (parameters, column and file names), :mod:`~sec_trl.ranking.samplers`
-(transformers and vLLM), :mod:`~sec_trl.ranking.scoring` (one prompt's clusters and SE), :mod:`~sec_trl.ranking.cache`
-(fingerprint, shards, atomic writes), :mod:`~sec_trl.ranking.report` (summary, meta, histogram),
-:mod:`~sec_trl.ranking.core` (:func:`rank_dataset`, :func:`ensure_ranked`) and :mod:`~sec_trl.ranking.cli`.
+Package layout: :mod:`~sec_trl.ranking.params` (parameters, column and file names), :mod:`~sec_trl.ranking.scoring`
+(one prompt's clusters and SE), :mod:`~sec_trl.ranking.cache` (fingerprint, shards, atomic writes),
+:mod:`~sec_trl.ranking.report` (summary, meta, histogram), :mod:`~sec_trl.ranking.core` (:func:`rank_dataset`,
+:func:`ensure_ranked`, which sampler and which seeds) and :mod:`~sec_trl.ranking.cli`. The samplers (transformers and
+vLLM) are the evaluation's too: :mod:`sec_trl.generation`.
 ``sec_trl.rank`` re-exports the public names and is the ``python -m`` entry point.
 
 Sampling (transformers backend): left-padded batches of ``--prompts_per_batch`` prompts, each expanded to

@@ -14,11 +14,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from sec_trl import generation
 from sec_trl.data import PromptFormat
 from sec_trl.embedded import resolve_model_path
 from sec_trl.errors import work_phase
 from sec_trl.generation import process_state
-from sec_trl.ranking import samplers
 from sec_trl.ranking.cache import (
     build_fingerprint,
     cache_dir,
@@ -204,7 +204,7 @@ def _start_run(
     if not isinstance(dataset, Dataset):
         raise ValueError(f"expected a datasets.Dataset, got {type(dataset).__name__}")
     if params.use_vllm:
-        samplers.require_vllm()
+        generation.require_vllm()
     state = process_state()
     view = _validated_view(dataset, prompt_column, answer_column, prompt_format)
     model_path = resolve_model_path(model_name_or_path) if state.is_main_process else None
@@ -300,10 +300,7 @@ def _run_shards(run: _Run, todo: list[int], shard_callback, show_progress: bool)
     if not todo_now:  # max_shards=0: nothing to do in this run, not even loading the model
         return {"stopped_early": True}
     load_start = time.perf_counter()
-    if params.use_vllm:
-        sampler = samplers.VLLMSampler(run.model_path, params, state.device, num_processes=state.num_processes)
-    else:
-        sampler = samplers.TransformersSampler(run.model_path, params, state.device)
+    sampler = load_sampler(run.model_path, params, state.device, state.num_processes)
     out = {
         "shards_generated": 0,
         "prompts_generated": 0,
@@ -335,6 +332,41 @@ def _run_shards(run: _Run, todo: list[int], shard_callback, show_progress: bool)
     return out
 
 
+def load_sampler(model_path: str, params: RankingParams, device, num_processes: int = 1):
+    """The ranking's sampler (:mod:`sec_trl.generation.samplers`), recording log-likelihoods for the weighted SE:
+    vLLM with ``use_vllm`` (one engine per process under accelerate launch), else transformers on ``device``."""
+    from sec_trl.generation import samplers
+
+    common = {"chat_template_kwargs": params.chat_template_kwargs, "logliks": True}
+    if params.use_vllm:
+        return samplers.VLLMSampler(
+            model_path,
+            trust_remote_code=params.trust_remote_code,
+            dtype=params.dtype,
+            seed=params.seed,
+            gpu_memory_utilization=params.vllm_gpu_memory_utilization,
+            **generation.data_parallel_engine_kwargs(num_processes),
+            **common,
+        )
+    return samplers.TransformersSampler.from_pretrained(
+        model_path, device=device, dtype=params.dtype, trust_remote_code=params.trust_remote_code, **common
+    )
+
+
+def sample_batch(sampler, params: RankingParams, prompts, first_index: int):
+    """``num_samples`` samples for each of ``prompts`` (dataset rows ``first_index, ...``): vLLM seeds each prompt
+    from its row index; transformers draws from the shard's torch stream (:func:`sec_trl.generation.shard_seed`)."""
+    seeds = [generation.prompt_seed(params.seed, first_index + i) for i in range(len(prompts))]
+    return sampler.sample(
+        prompts,
+        seeds,
+        n=params.num_samples,
+        temperature=params.temperature,
+        top_p=params.top_p,
+        max_new_tokens=params.max_new_tokens,
+    )
+
+
 @work_phase()  # sampling and scoring: an error from here on keeps its traceback (sec_trl.errors)
 def _process_shard(run: _Run, sampler, checker, shard: int, bar) -> dict:
     """Sample and score one shard, always in the same batches from the shard's own seed; the shard file's content."""
@@ -342,12 +374,12 @@ def _process_shard(run: _Run, sampler, checker, shard: int, bar) -> dict:
     start, end = run.bounds[shard]
     shard_start = time.perf_counter()
     gen_before = sampler.generation_seconds
-    sampler.begin_shard(samplers.shard_seed(params.seed, shard), start)
+    sampler.reseed(generation.shard_seed(params.seed, shard))
     rows = []
     for batch_start in range(start, end, params.prompts_per_batch):
         batch_end = min(end, batch_start + params.prompts_per_batch)
         batch = run.view.select(range(batch_start, batch_end))
-        samples = sampler.sample(batch["prompt"])
+        samples = sample_batch(sampler, params, batch["prompt"], batch_start)
         references = batch["answer"] if "answer" in batch.column_names else [None] * len(batch)
         for offset, (prompt_samples, reference) in enumerate(zip(samples, references, strict=True)):
             rows.append(score_prompt(batch_start + offset, prompt_samples, reference, params, checker))

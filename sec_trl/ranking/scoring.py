@@ -7,8 +7,8 @@ import math
 import time
 from collections.abc import Sequence
 
+from sec_trl.generation.samplers import Sample
 from sec_trl.ranking.params import RankingParams
-from sec_trl.ranking.samplers import Sample
 
 
 logger = logging.getLogger(__name__)

@@ -1,8 +1,15 @@
-"""Generation helpers shared by the ranking and the evaluation samplers (transformers and vLLM), so that a model is
-ranked and evaluated on exactly the token ids training feeds it."""
+"""The one generation layer of the ranking (``sec_trl.rank``) and the evaluation (``sec_trl.evaluate``): a model is
+ranked and evaluated on exactly the token ids training feeds it, with one table of random streams.
+
+This module holds the light helpers (no torch / transformers import at module level): the process state, the dtype
+rule, the seed streams, the chat template and its kwargs, EOS ids, the vLLM checks and engine arguments. The two
+samplers (transformers ``generate`` and vLLM), which return per prompt the text, token ids, log-likelihood and
+truncation of each sample, are in :mod:`sec_trl.generation.samplers`.
+"""
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Sequence
 from typing import Any
 
@@ -29,6 +36,46 @@ def resolve_dtype(dtype, device):
     if dtype is None or dtype == "auto":
         return torch.float32 if torch.device(device).type == "cpu" else "auto"
     return getattr(torch, dtype) if isinstance(dtype, str) else dtype
+
+
+def load_model(
+    path: str, tokenizer=None, *, device, dtype=None, trust_remote_code: bool = False, revision: str | None = None
+):
+    """``(model, tokenizer)`` from a local directory or Hub id: the model in ``dtype`` (:func:`resolve_dtype`) on
+    ``device``, in eval mode; the tokenizer given, or (None) the path's."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    device = torch.device(device or "cpu")
+    kwargs = {"trust_remote_code": trust_remote_code, **({"revision": revision} if revision else {})}
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=resolve_dtype(dtype, device), **kwargs)
+    if tokenizer is None:
+        tokenizer = AutoTokenizer.from_pretrained(path, **kwargs)
+    return model.to(device).eval(), tokenizer
+
+
+# The random streams of every run, one table: an item of one stream never shares a seed with another stream's.
+SHARD_STREAM = 0
+"""Ranking, transformers: ``torch.manual_seed`` at the start of shard ``s`` (63 bits); its batches follow in order."""
+PROMPT_STREAM = 1
+"""Ranking, vLLM: the ``SamplingParams.seed`` of dataset row ``i`` (31 bits)."""
+EVALUATION_STREAM = 2
+"""Evaluation: ``torch.manual_seed`` of the batch whose first prompt is ``i``, and vLLM's seed of prompt ``i``."""
+
+
+def shard_seed(seed: int, shard: int) -> int:
+    """The ranking's ``torch.manual_seed`` at the start of shard ``shard`` (63 bits, from ``SeedSequence``)."""
+    return stream_seed(seed, SHARD_STREAM, shard, 63)
+
+
+def prompt_seed(seed: int, index: int) -> int:
+    """The ranking's vLLM ``SamplingParams.seed`` of the prompt in row ``index`` (31 bits)."""
+    return stream_seed(seed, PROMPT_STREAM, index, 31)
+
+
+def evaluation_seed(seed: int, index: int, bits: int = 31) -> int:
+    """The evaluation's seed of the item at global ``index`` (a batch's first prompt, or one prompt for vLLM)."""
+    return stream_seed(seed, EVALUATION_STREAM, index, bits)
 
 
 def stream_seed(seed: int, stream: int, index: int, bits: int = 31) -> int:
@@ -121,3 +168,21 @@ def vllm_sampling_params(
         SamplingParams(n=n, temperature=temperature, top_p=top_p, max_tokens=max_tokens, seed=seed, **extra)
         for seed in seeds
     ]
+
+
+def require_vllm() -> None:
+    """Raise ``ImportError`` naming the install extra when ``--use_vllm`` is asked for and vLLM is not importable."""
+    if importlib.util.find_spec("vllm") is None:
+        raise ImportError(
+            "--use_vllm true needs vLLM, which is not installed. Install it on a CUDA machine with "
+            "`pip install 'sec_trl[vllm]'` (or `pip install vllm`), or drop --use_vllm to sample with transformers."
+        )
+
+
+def data_parallel_engine_kwargs(num_processes: int) -> dict:
+    """``vllm.LLM`` arguments for ``num_processes`` processes: under ``accelerate launch``, as TRL's colocate mode,
+    one engine per process on its own GPU inside the launcher's process group (``external_launcher``, tensor-parallel
+    size 1); a plain engine for one process. Seeds follow prompt indices, so the samples do not depend on the count."""
+    if num_processes > 1:
+        return {"distributed_executor_backend": "external_launcher", "tensor_parallel_size": 1}
+    return {}
