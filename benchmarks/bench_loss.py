@@ -157,7 +157,7 @@ def _variants(inputs):
         return reference_style_sent_loss(logps, x["old"], x["advantages"], x["entropies"], x["mask"])
 
     def ours_kl_cov(logps):
-        loss, _ = kl_cov_per_token_loss(logps, x["old"], x["advantages"], x["mask"], **kl_cov_kwargs)
+        loss, _ = kl_cov_per_token_loss(logps, x["old"], x["advantages"], None, x["mask"], **kl_cov_kwargs)
         return loss, None
 
     def ref_kl_cov(logps):

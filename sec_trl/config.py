@@ -10,10 +10,11 @@ from dataclasses import dataclass, field, fields
 
 from trl import GRPOConfig
 
+# the allowed names, and which regularisers do not clip: from the registry
+from .regularizers import TOKEN_REGULARIZERS as TOKEN_REGULARIZERS
+from .regularizers import UNCLIPPED_REGULARIZERS as UNCLIPPED_REGULARIZERS
 
-TOKEN_REGULARIZERS = ("sent", "kl_cov", "clip_cov", "none")
-# Regularisers whose loss has no PPO clipping: epsilon / epsilon_high do nothing, clip_ratio/* is not logged.
-UNCLIPPED_REGULARIZERS = ("sent", "kl_cov")
+
 # Aggregations that take a plain per-token loss: the regularisers replace the per-token policy term only.
 REGULARIZER_LOSS_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo")
 

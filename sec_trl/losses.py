@@ -1,7 +1,8 @@
 """Per-token policy losses of SENT and of its two covariance baselines, as pure tensor functions.
 
-Every function takes tensors of shape `(B, T)` (B completions, T completion positions) plus plain numbers, and
-returns `(per_token_loss, info)`:
+Every function has one signature, `f(per_token_logps, old_per_token_logps, advantages, entropies, mask, *,
+**settings)`: tensors of shape `(B, T)` (B completions, T completion positions; `entropies` may be None where the
+function does not need them) plus keyword-only plain numbers, and returns `(per_token_loss, info)`:
 
 - `per_token_loss` has shape `(B, T)`, is differentiable w.r.t. `per_token_logps`, and is exactly 0 on padding
   (`mask == False`), so that any of TRL's aggregations (`grpo`, `bnpo`, `dr_grpo`, `dapo`) can be applied to it.
@@ -243,17 +244,17 @@ def kl_cov_per_token_loss(
     per_token_logps: torch.Tensor,
     old_per_token_logps: torch.Tensor,
     advantages: torch.Tensor,
+    entropies: torch.Tensor | None,
     mask: torch.Tensor,
     *,
     cov_ratio: float = 2e-4,
     kl_coef: float = 0.1,
-    entropies: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """KL-Cov (Cui et al. 2025, arXiv 2505.22617): KL penalty on the highest-covariance tokens.
 
     `cov_t = (A_t - mean(A)) * (logp_t - mean(logp))` over all `N` valid tokens (logp detached); the top
     `max(1, floor(cov_ratio * N))` tokens by cov get `-A_t r_t + kl_coef |logp_t - old_t|`, the others `-A_t r_t`.
-    No PPO clipping. Covariance ties go to the token of lower `entropies` (when given; the trainer always passes
+    No PPO clipping. Covariance ties go to the token of lower `entropies` (when not None; the trainer always passes
     them), then to the earlier position.
 
     Shapes as in :func:`sent_per_token_loss`. `info` has the boolean mask `high_cov` and `kl_coef_per_token`.
@@ -276,6 +277,7 @@ def clip_cov_per_token_loss(
     per_token_logps: torch.Tensor,
     old_per_token_logps: torch.Tensor,
     advantages: torch.Tensor,
+    entropies: torch.Tensor | None,
     mask: torch.Tensor,
     *,
     cov_ratio: float = 2e-4,
@@ -293,8 +295,8 @@ def clip_cov_per_token_loss(
     floor(cov_ratio * N))` are drawn uniformly at random (from `generator`) and their loss is set to 0, which stops
     their gradient.
 
-    Shapes as in :func:`sent_per_token_loss`. `info` has the boolean masks `cov_clipped` (the tokens whose gradient
-    was stopped) and `ppo_clipped`.
+    Shapes as in :func:`sent_per_token_loss`; `entropies` is not used (the draw is random; it may be None). `info`
+    has the boolean masks `cov_clipped` (the tokens whose gradient was stopped) and `ppo_clipped`.
     """
     mask = mask.bool()
     advantages = _expand_advantages(advantages, per_token_logps)

@@ -66,14 +66,8 @@ and Lambert, Nathan and Huang, Shengyi and Rasul, Kashif and Gallou{\\'e}dec, Qu
 }"""
 
 # (config field, what it means): read off the config object; a field the config lacks is left out of the card.
+# The token regulariser's own settings come first, from the registry (`sent_settings`).
 SENT_SETTINGS: tuple[tuple[str, str], ...] = (
-    ("token_regularizer", "token-side loss: `sent`, `kl_cov`, `clip_cov` or `none` (TRL's GRPO loss)"),
-    ("low_entropy_quantile", "fraction of valid tokens, lowest entropy first, forming the low-entropy set"),
-    ("cov_ratio", "fraction of tokens selected by covariance (SENT: of the low-entropy set)"),
-    ("kl_cov_coef", "base coefficient of the `abs(logp - old_logp)` penalty"),
-    ("high_cov_coef", "multiplier of `kl_cov_coef` on the highest-covariance low-entropy tokens"),
-    ("low_cov_coef", "multiplier of `kl_cov_coef` on the lowest-covariance low-entropy tokens"),
-    ("low_entropy_kl_coef", "multiplier of `kl_cov_coef` on the rest of the low-entropy set"),
     ("beta", "KL coefficient to the reference model"),
     ("loss_type", "loss aggregation"),
     ("steps_per_generation", "micro-batches fed by one rollout batch"),
@@ -279,13 +273,27 @@ def _default_model_name(repo_id: str | None, base: dict[str, Any]) -> str:
     return f"{base['short']}-SENT" if base["short"] else "SENT model"
 
 
+def sent_settings(args: Any) -> tuple[tuple[str, str], ...]:
+    """The card's "SENT settings": `token_regularizer`, the fields the configured regulariser reads (from the
+    registry, `sec_trl.regularizers`), then `SENT_SETTINGS`."""
+    from .regularizers import FIELD_DESCRIPTIONS, NO_REGULARIZER, REGULARIZERS
+
+    names = ", ".join(f"`{name}`" for name in REGULARIZERS)
+    regularizer = REGULARIZERS.get(getattr(args, "token_regularizer", None))
+    own = tuple((name, FIELD_DESCRIPTIONS[name]) for name in (regularizer.fields if regularizer else ()))
+    choice = ("token_regularizer", f"token-side loss: {names} or `{NO_REGULARIZER}` (TRL's GRPO loss)")
+    return (choice, *own, *SENT_SETTINGS)
+
+
 def _run_variables(args, log_history, assets: Path, se_histogram, tracker_links) -> dict[str, Any]:
     """The template variables that describe the run: settings, curves, evaluation, histogram, trackers."""
+    from .regularizers import KL_TERM_REGULARIZERS
+
     titles = {filename: title for _, title, filename in TRAINING_CURVES}
     regularizer = getattr(args, "token_regularizer", None)
     return {
-        "kl_term_is_inert": bool(getattr(args, "kl_term_is_inert", False)) and regularizer in ("sent", "kl_cov"),
-        "sent_settings": _settings_rows(args, SENT_SETTINGS),
+        "kl_term_is_inert": bool(getattr(args, "kl_term_is_inert", False)) and regularizer in KL_TERM_REGULARIZERS,
+        "sent_settings": _settings_rows(args, sent_settings(args)),
         "curriculum_settings": _settings_rows(args, CURRICULUM_SETTINGS),
         "se_histogram": _copy_se_histogram(se_histogram, assets),
         "curves": [

@@ -19,12 +19,12 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from trl import GRPOTrainer
 from trl.trainer.utils import get_config_model_id, nanmax, nanmin
 
-from .config import UNCLIPPED_REGULARIZERS, SETGRPOConfig
+from .config import SETGRPOConfig
 from .curriculum import CurriculumSampler, validate_semantic_entropy_column
 from .curriculum_trainer import REF_MODEL_CHECKPOINT_NAME as REF_MODEL_CHECKPOINT_NAME
 from .curriculum_trainer import CurriculumTrainerMixin
-from .losses import clip_cov_per_token_loss, kl_cov_per_token_loss, sent_per_token_loss
 from .model_card import card_model_name, tracker_links
+from .regularizers import KL_TERM_REGULARIZERS, NO_REGULARIZER, REGULARIZERS
 
 
 if TYPE_CHECKING:
@@ -34,6 +34,20 @@ if TYPE_CHECKING:
 
 
 logger = get_logger(__name__)
+
+# the inputs TRL's `_compute_loss` passes on to `_get_per_token_logps_and_entropies` as they are (vision models)
+_MULTIMODAL_INPUTS = (
+    "pixel_values",
+    "image_grid_thw",
+    "num_images",
+    "pixel_attention_mask",
+    "spatial_shapes",
+    "num_tiles",
+    "image_sizes",
+    "token_type_ids",
+    "mm_token_type_ids",
+    "image_position_ids",
+)
 
 INERT_WARNING = (
     "token_regularizer={reg!r} is inert with this configuration: gradient_accumulation_steps={gas} is a multiple "
@@ -69,17 +83,18 @@ class SETGRPOTrainer(CurriculumTrainerMixin, GRPOTrainer):
 
     Drop-in replacement for [`trl.GRPOTrainer`] taking a [`SETGRPOConfig`]. What differs from `GRPOTrainer`:
 
-    - `_compute_loss`: a copy of TRL 1.16's method in which, when `args.token_regularizer != "none"`, the per-token
-      policy term comes from `sec_trl.losses` (`sent_per_token_loss`, `kl_cov_per_token_loss` or
-      `clip_cov_per_token_loss`) instead of the clipped surrogate, and the regulariser's metrics are logged. The
-      changed lines are marked `# sec_trl`. Aggregation (`loss_type`), the `beta` KL to the reference model, the
-      entropy bonus, `top_entropy_quantile`, the off-policy mask and the vLLM importance-sampling correction are
-      TRL's. With `token_regularizer="none"` the method computes exactly TRL's loss
-      (`tests/test_trainer.py` checks this against `GRPOTrainer._compute_loss`). Two regulariser-only changes:
-      while no optimizer step separates the rollout batch from the update (the step it was generated at is
-      recorded), the regulariser gets the detached current log-probs as old ones, so its KL term is exactly 0 with
-      exactly 0 gradient (docs/method.md, "On-policy rule"); and `clip_ratio/*` is not logged for `sent` /
-      `kl_cov`, which do not clip.
+    - `_compute_loss`: with `args.token_regularizer="none"`, TRL's `GRPOTrainer._compute_loss` itself. With a
+      regulariser, `_regularized_loss`: a reduced copy of TRL's method (TRL 1.15 and 1.16 have the same one) in which
+      the per-token policy term comes from the regulariser's pure function (`sec_trl.regularizers.REGULARIZERS`,
+      functions in `sec_trl.losses`) instead of the clipped surrogate, and its metrics are logged; the changed lines
+      are marked `# sec_trl`, and `tests/test_trainer.py` checks the copy against TRL's method with a regulariser
+      whose effect is neutralised. Aggregation (`loss_type`), the `beta` KL to the reference model, the entropy
+      bonus, `top_entropy_quantile`, the off-policy mask and the vLLM importance-sampling correction are TRL's.
+      Two regulariser-only changes: while no optimizer step separates the rollout batch from the update (the step
+      it was generated at is recorded), the regulariser gets the detached current log-probs as old ones, so its KL
+      term is exactly 0 with exactly 0 gradient (docs/method.md, "On-policy rule"); and `clip_ratio/*` is not
+      logged for `sent` / `kl_cov`, which do not clip. Around either, `cov/logp_advantage` is logged on every run
+      from the log-probs of the loss's forward (`_get_per_token_logps_and_entropies` keeps them).
     - `__init__`: TRL's parameters, order and defaults (`tests/test_trainer.py` compares the signatures); it
       validates the curriculum's semantic-entropy column before the model loads, and warns once when the
       configuration makes the KL term inert (fully on-policy updates).
@@ -103,6 +118,8 @@ class SETGRPOTrainer(CurriculumTrainerMixin, GRPOTrainer):
     """
 
     _tag_names = ["trl", "grpo", "sent", "sec_trl"]
+    # inside `_compute_loss`: the policy log-probs of its forward (see `_get_per_token_logps_and_entropies`)
+    _loss_forward: list[torch.Tensor] | None = None
     _name = "SENT"
     _paper = {
         "title": "Efficient Reinforcement Learning with Semantic and Token Entropy for LLM Reasoning",
@@ -180,7 +197,7 @@ class SETGRPOTrainer(CurriculumTrainerMixin, GRPOTrainer):
         self._ref_model_restarted = False
         if args.curriculum_stage_restart:
             self._check_stage_restart_supported()
-        if args.token_regularizer in ("sent", "kl_cov") and args.kl_term_is_inert:
+        if args.token_regularizer in KL_TERM_REGULARIZERS and args.kl_term_is_inert:
             fix = args.kl_term_activating_settings()
             message = INERT_WARNING.format(
                 reg=args.token_regularizer,
@@ -336,47 +353,39 @@ class SETGRPOTrainer(CurriculumTrainerMixin, GRPOTrainer):
             self._log_curriculum_position(inputs)
         return output
 
-    def _token_regularizer_loss(self, per_token_logps, old_per_token_logps, advantages, entropies, mask):
-        """Per-token policy loss `(B, T)` of the configured regulariser, and its selection masks."""
-        args = self.args
-        if args.token_regularizer == "sent":
-            return sent_per_token_loss(
-                per_token_logps,
-                old_per_token_logps,
-                advantages,
-                entropies,
-                mask,
-                low_entropy_quantile=args.low_entropy_quantile,
-                cov_ratio=args.cov_ratio,
-                kl_coef=args.kl_cov_coef,
-                high_cov_coef=args.high_cov_coef,
-                low_cov_coef=args.low_cov_coef,
-                low_entropy_kl_coef=args.low_entropy_kl_coef,
-            )
-        if args.token_regularizer == "kl_cov":
-            return kl_cov_per_token_loss(
-                per_token_logps,
-                old_per_token_logps,
-                advantages,
-                mask,
-                cov_ratio=args.cov_ratio,
-                kl_coef=args.kl_cov_coef,
-                entropies=entropies,
-            )
-        if args.token_regularizer == "clip_cov":
-            # Random selection from the global RNG, which Trainer seeds and restores on resume.
-            return clip_cov_per_token_loss(
-                per_token_logps,
-                old_per_token_logps,
-                advantages,
-                mask,
-                cov_ratio=args.cov_ratio,
-                clip_cov_lower=args.clip_cov_lower,
-                clip_cov_upper=args.clip_cov_upper,
-                epsilon_low=self.epsilon_low,
-                epsilon_high=self.epsilon_high,
-            )
-        raise ValueError(f"Unknown token_regularizer: {args.token_regularizer!r}")
+    def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep, *args, **kwargs):
+        """TRL's; inside `_compute_loss` the first result (the policy's forward) is kept for its metrics."""
+        result = super()._get_per_token_logps_and_entropies(
+            model, input_ids, attention_mask, logits_to_keep, *args, **kwargs
+        )
+        if self._loss_forward is not None and not self._loss_forward:
+            self._loss_forward.append(result[0])
+        return result
+
+    def _compute_loss(self, model, inputs):
+        """The loss: TRL's `GRPOTrainer._compute_loss` itself with `token_regularizer="none"`, the regularised copy
+        (`_regularized_loss`) otherwise; then `cov/logp_advantage`, on every run, from the policy log-probs of the
+        loss's own forward (kept by `_get_per_token_logps_and_entropies`)."""
+        self._loss_forward = []
+        try:
+            if self.args.token_regularizer == NO_REGULARIZER:
+                loss = super()._compute_loss(model, inputs)
+            else:
+                loss = self._regularized_loss(model, inputs)
+            (per_token_logps,) = self._loss_forward
+        finally:
+            self._loss_forward = None
+        mask = (
+            inputs["completion_mask"] if "tool_mask" not in inputs else inputs["completion_mask"] * inputs["tool_mask"]
+        )
+        advantages = inputs["advantages"]
+        advantages = advantages.unsqueeze(1) if advantages.dim() == 1 else advantages
+        mode = "train" if self.model.training else "eval"
+        # the covariance whose sign drives the entropy change (Cui et al. 2025)
+        self._metrics[mode]["cov/logp_advantage"].append(
+            self._logp_advantage_covariance(per_token_logps, advantages, mask)
+        )
+        return loss
 
     def _logp_advantage_covariance(self, per_token_logps, advantages, mask) -> float:
         """Cov(log pi(y_t), A_t) over the valid tokens of the global batch (all processes), one reduce.
@@ -394,280 +403,134 @@ class SETGRPOTrainer(CurriculumTrainerMixin, GRPOTrainer):
         return sum_al / n - (sum_a / n) * (sum_l / n)
 
     def _log_token_regularizer_metrics(self, mode, info, log_ratio, mask):
-        """Fractions of valid tokens selected, mean |log ratio| on them, SENT's entropy threshold; one reduce."""
+        """Per mask of the registry entry: fraction of valid tokens selected, their number, mean |log ratio| on them
+        (one reduce); then its scalars (SENT's entropy threshold), averaged over processes."""
+        regularizer = REGULARIZERS[self.args.token_regularizer]
         mask = mask.bool()
         abs_log_ratio = log_ratio.detach().abs()
-        prefix = self.args.token_regularizer
-        names = {"sent": ("low_entropy", "high_cov", "low_cov"), "kl_cov": ("high_cov",)}.get(
-            prefix, ("cov_clipped", "ppo_clipped")
-        )
         zero = abs_log_ratio.new_zeros(())
         stats = [mask.sum().to(abs_log_ratio.dtype)]
-        for name in names:
+        for name in regularizer.masks:
             selected = info[name] & mask
             stats += [selected.sum().to(abs_log_ratio.dtype), torch.where(selected, abs_log_ratio, zero).sum()]
         totals = self.accelerator.reduce(torch.stack(stats), reduction="sum").tolist()
         n_valid = max(totals[0], 1.0)
-        for i, name in enumerate(names):
+        prefix = regularizer.name
+        for i, name in enumerate(regularizer.masks):
             count, ratio_sum = totals[1 + 2 * i], totals[2 + 2 * i]
             self._metrics[mode][f"{prefix}/{name}_frac"].append(count / n_valid)
             self._metrics[mode][f"{prefix}/{name}_tokens"].append(count)  # k, summed over processes
             self._metrics[mode][f"{prefix}/{name}_abs_log_ratio"].append(ratio_sum / max(count, 1.0))
-        if "entropy_threshold" in info:
-            thresholds = self.accelerator.gather(info["entropy_threshold"].detach().float().reshape(1))
-            self._metrics[mode][f"{prefix}/entropy_threshold"].append(thresholds.nanmean().item())
+        for name in regularizer.scalars:
+            values = self.accelerator.gather(info[name].detach().float().reshape(1))
+            self._metrics[mode][f"{prefix}/{name}"].append(values.nanmean().item())
 
-    def _compute_loss(self, model, inputs):
-        # Compute the per-token log probabilities for the model
-        prompt_ids, prompt_mask = inputs["prompt_ids"], inputs["prompt_mask"]
-        completion_ids, completion_mask = inputs["completion_ids"], inputs["completion_mask"]
-        input_ids = torch.cat([prompt_ids, completion_ids], dim=1)
-        attention_mask = torch.cat([prompt_mask, completion_mask], dim=1)
-        logits_to_keep = completion_ids.size(1)  # we only need to compute the logits for the completion tokens
-        mask = completion_mask if "tool_mask" not in inputs else completion_mask * inputs["tool_mask"]
-
-        # Compute the per_token_logps and the entropy at each position in the completion
+    def _regularized_loss(self, model, inputs):
+        """TRL's `GRPOTrainer._compute_loss` (the same in TRL 1.15 and 1.16), in TRL's order and written more tightly,
+        without the branches of the settings `SETGRPOConfig` rejects with a regulariser (other loss types,
+        sequence-level importance sampling, `delta`); the lines that differ in meaning are marked `# sec_trl`.
+        `test_neutral_regularizer_matches_grpo` (tests/test_trainer.py) compares it with TRL's method."""
+        input_ids = torch.cat([inputs["prompt_ids"], inputs["completion_ids"]], dim=1)
+        attention_mask = torch.cat([inputs["prompt_mask"], inputs["completion_mask"]], dim=1)
+        mask = inputs["completion_mask"] * inputs["tool_mask"] if "tool_mask" in inputs else inputs["completion_mask"]
         per_token_logps, entropies, aux_loss = self._get_per_token_logps_and_entropies(
-            model,
-            input_ids,
-            attention_mask,
-            logits_to_keep,
-            compute_entropy=True,
-            compute_aux_loss=self.aux_loss_enabled,
-            pixel_values=inputs.get("pixel_values"),
-            image_grid_thw=inputs.get("image_grid_thw"),
-            num_images=inputs.get("num_images"),
-            pixel_attention_mask=inputs.get("pixel_attention_mask"),
-            spatial_shapes=inputs.get("spatial_shapes"),
-            num_tiles=inputs.get("num_tiles"),
-            image_sizes=inputs.get("image_sizes"),
-            token_type_ids=inputs.get("token_type_ids"),
-            mm_token_type_ids=inputs.get("mm_token_type_ids"),
-            image_position_ids=inputs.get("image_position_ids"),
-        )
-
+            model, input_ids, attention_mask, inputs["completion_ids"].size(1), compute_entropy=True,
+            compute_aux_loss=self.aux_loss_enabled, **{key: inputs.get(key) for key in _MULTIMODAL_INPUTS},
+        )  # fmt: skip
+        entropy_mask = None
         if self.top_entropy_quantile < 1.0:
             entropy_mask = self.get_high_entropy_mask(entropies, mask, 1 - self.top_entropy_quantile)
-        else:
-            entropy_mask = None
-
-        # Compute the loss
-        advantages = inputs["advantages"]
-        # In the base GRPO implementation, advantages are expected to have shape (B,). To support subclasses that
-        # provide advantages with shape (B, T), we *conditionally* unsqueeze the tensor.
-        if advantages.dim() == 1:
-            advantages = advantages.unsqueeze(1)
-        # When num_iterations == 1 and steps_per_generation <= gradient_accumulation_steps,
-        # old_per_token_logps == per_token_logps. In this case we can skip its computation
-        # (see _generate_and_score_completions) and instead use per_token_logps.detach().
-        # The exception is when using vLLM, where we always compute old_per_token_logps
-        # for importance sampling
+        advantages = inputs["advantages"].unsqueeze(1) if inputs["advantages"].dim() == 1 else inputs["advantages"]
         old_per_token_logps = inputs.get("old_per_token_logps")
         old_per_token_logps = per_token_logps.detach() if old_per_token_logps is None else old_per_token_logps
-
         if self.off_policy_mask_threshold is not None:
-            # OPSM should use inference-time logprobs to detect both sources of off-policyness:
-            # 1. Drift from gradient updates (always present)
-            # 2. Drift from training-inference mismatch (when using vLLM)
-            # When using vLLM, prioritize sampling_per_token_logps, otherwise use old_per_token_logps
-            sampling_per_token_logps = inputs.get("sampling_per_token_logps", old_per_token_logps)
-
             off_policy_mask = self.get_off_policy_mask(
-                advantages=advantages,
-                per_token_logps=per_token_logps,
-                sampling_per_token_logps=sampling_per_token_logps,
-                mask=mask,
+                advantages=advantages, per_token_logps=per_token_logps, mask=mask,
+                sampling_per_token_logps=inputs.get("sampling_per_token_logps", old_per_token_logps),
                 off_policy_threshold=self.off_policy_mask_threshold,
-            )
-
-        log_ratio = per_token_logps - old_per_token_logps
-        if self.importance_sampling_level == "token":
-            log_importance_weights = log_ratio
-        elif self.importance_sampling_level == "sequence":
-            log_importance_weights = (log_ratio * mask).sum(-1) / mask.sum(-1).clamp(min=1.0)
-            log_importance_weights = log_importance_weights.unsqueeze(-1)
-        else:
-            raise ValueError(
-                f"Unknown importance sampling level: {self.importance_sampling_level}. Possible values are 'token' "
-                "and 'sequence'."
-            )
-
-        coef_1 = torch.exp(log_importance_weights)
-
-        # Compute the KL divergence between the model and the reference model
+            )  # fmt: skip
+        coef_1 = torch.exp(per_token_logps - old_per_token_logps)  # importance_sampling_level == "token"
         if self.beta != 0.0:
             ref_per_token_logps = inputs["ref_per_token_logps"]
             per_token_kl = (
                 torch.exp(ref_per_token_logps - per_token_logps) - (ref_per_token_logps - per_token_logps) - 1
             )
-            # Importance sampling correction for the KL divergence
             if self.args.use_bias_correction_kl:
                 per_token_kl = per_token_kl * coef_1
 
-        # From here, log_importance_weights (and all subsequent tensors, coef_1, coef_2, etc.) shape depends on
-        # importance_sampling_level: "token" level: (B, T); "sequence" level: (B, 1)
-        # sec_trl: changed — a token regulariser replaces TRL's per-token policy term; every other term is TRL's.
-        if self.args.token_regularizer != "none":
-            # Where no optimizer step separates the rollout from this update, old == current mathematically; TRL's
-            # old log-probs come from a separate forward (or are computed anyway for vLLM's importance sampling),
-            # so |logp - old| would be noise with a +-coef gradient. Use the detached current log-probs there.
-            on_policy = not self.model.training or self.state.global_step == self._rollout_global_step
-            regularizer_old = per_token_logps.detach() if on_policy else old_per_token_logps
-            per_token_loss, regularizer_info = self._token_regularizer_loss(
-                per_token_logps, regularizer_old, advantages, entropies, mask
-            )
-        elif self.loss_type == "cispo":  # sec_trl: `if` -> `elif`
-            clamped_ratios = torch.clamp(coef_1, max=self.epsilon_high).detach()
-            per_token_loss = -clamped_ratios * advantages * per_token_logps
-        elif self.loss_type in ["grpo", "bnpo", "dr_grpo", "dapo", "luspo"]:
-            coef_2 = torch.clamp(coef_1, 1 - self.epsilon_low, 1 + self.epsilon_high)
-            # Two-sided clipping
-            if self.args.delta is not None:
-                coef_1 = torch.clamp(coef_1, max=self.args.delta)
-
-            per_token_loss1 = coef_1 * advantages
-            per_token_loss2 = coef_2 * advantages
-            per_token_loss = -torch.min(per_token_loss1, per_token_loss2)
-        elif self.loss_type == "sapo":
-            temperatures = torch.where(advantages > 0, self.args.sapo_temperature_pos, self.args.sapo_temperature_neg)
-            soft_coef_1 = torch.sigmoid(temperatures * (coef_1 - 1)) * 4 / temperatures
-            per_token_loss = -soft_coef_1 * advantages
-        elif self.loss_type == "vespo":
-            phi_seq = self.get_gamma_weights(
-                advantages=advantages,
-                log_ratio_per_token=log_ratio,
-                mask=mask,
-                importance_sampling_ratio=inputs.get("importance_sampling_ratio"),
-                k_pos=self.args.vespo_k_pos,
-                lambda_pos=self.args.vespo_lambda_pos,
-                k_neg=self.args.vespo_k_neg,
-                lambda_neg=self.args.vespo_lambda_neg,
-            )
-            per_token_loss = -phi_seq * advantages * per_token_logps
-        else:
-            raise ValueError(f"Unknown loss type: {self.loss_type}")
-
+        # sec_trl: the regulariser replaces TRL's clipped surrogate. Where no optimizer step separates the rollout
+        # from this update (docs/method.md, "On-policy rule"), it gets the detached current log-probs as old ones.
+        regularizer = REGULARIZERS[self.args.token_regularizer]  # sec_trl
+        on_policy = not self.model.training or self.state.global_step == self._rollout_global_step  # sec_trl
+        regularizer_old = per_token_logps.detach() if on_policy else old_per_token_logps  # sec_trl
+        per_token_loss, regularizer_info = regularizer.loss(  # sec_trl
+            per_token_logps, regularizer_old, advantages, entropies, mask, **regularizer.settings(self.args)
+        )
         if self.off_policy_mask_threshold is not None:
             per_token_loss = per_token_loss * off_policy_mask
-
         if entropy_mask is not None:
             per_token_loss = per_token_loss * entropy_mask
-
-        if self.use_vllm and self.vllm_importance_sampling_correction and self.loss_type != "vespo":
+        if self.use_vllm and self.vllm_importance_sampling_correction:
             per_token_loss = per_token_loss * inputs["importance_sampling_ratio"]
-
         if self.beta != 0.0:
             per_token_loss = per_token_loss + self.beta * per_token_kl
 
         mode = "train" if self.model.training else "eval"
-        if self.loss_type in ["grpo", "sapo"]:
+        normalizer = self.current_gradient_accumulation_steps if mode == "train" else 1.0  # no accum in eval
+        if self.loss_type == "grpo":
             loss = ((per_token_loss * mask).sum(-1) / mask.sum(-1).clamp(min=1.0)).mean()
-            normalizer = self.current_gradient_accumulation_steps if mode == "train" else 1.0  # no accum in eval
-            policy_loss = loss.detach()
-            loss = loss / normalizer
         elif self.loss_type == "bnpo":
             loss = (per_token_loss * mask).sum() / mask.sum().clamp(min=1.0)
-            normalizer = self.current_gradient_accumulation_steps if mode == "train" else 1.0  # no accum in eval
-            policy_loss = loss.detach()
-            loss = loss / normalizer
         elif self.loss_type == "dr_grpo":
             loss = (per_token_loss * mask).sum() / (per_token_loss.size(0) * self.max_completion_length)
-            normalizer = self.current_gradient_accumulation_steps if mode == "train" else 1.0  # no accum in eval
-            policy_loss = loss.detach()
-            loss = loss / normalizer
-        elif self.loss_type in ["cispo", "dapo", "vespo"]:
-            # `num_items_in_batch` spans the generation batch, so rescale it to one accumulation window
-            normalizer = inputs["num_items_in_batch"].clamp(min=1.0) / self.accelerator.num_processes
-            if mode == "train":  # in eval, the batch is neither split across steps nor accumulated
-                normalizer = normalizer * self.current_gradient_accumulation_steps / self.args.steps_per_generation
-            loss = (per_token_loss * mask).sum() / normalizer
-            policy_loss = loss.detach()
-        elif self.loss_type == "luspo":
-            # `per_token_loss` is (B, 1) only in the recommended sequence-level setup; importance_sampling_level=
-            # "token" (the config default), the KL term, token-level vLLM IS ratios, and the entropy mask all
-            # broadcast it to (B, T), so mask before aggregating.
-            loss = (per_token_loss * mask).sum(-1).mean()
-            normalizer = self.current_gradient_accumulation_steps if mode == "train" else 1.0
-            policy_loss = loss.detach()
-            loss = loss / normalizer
-        else:
-            raise ValueError(f"Unknown loss type: {self.loss_type}")
+        else:  # dapo: `num_items_in_batch` spans the generation batch, so rescale it to one accumulation window
+            dapo_normalizer = inputs["num_items_in_batch"].clamp(min=1.0) / self.accelerator.num_processes
+            if mode == "train":
+                dapo_normalizer = dapo_normalizer * normalizer / self.args.steps_per_generation
+            loss = (per_token_loss * mask).sum() / dapo_normalizer
+            normalizer = 1.0  # in TRL, dapo's policy_loss is the normalised loss
+        policy_loss = loss.detach()
+        loss = loss / normalizer
 
-        # Entropy bonus: add entropy regularization to encourage exploration. _entropy_bonus_enabled is set
-        # whenever a non-zero static coef is set OR adaptive mode is enabled (adaptive stays enabled even when
-        # entropy_coef has been decremented to entropy_coef_min so it can recover once entropy drops again).
         if self._entropy_bonus_enabled:
-            # When top_entropy_quantile < 1.0, entropy_mask restricts policy gradients to high-entropy
-            # tokens. Use the same effective mask for the entropy bonus so it acts on the same tokens.
             effective_mask = mask if entropy_mask is None else mask * entropy_mask
-            # Entropy bonus = mean per-token entropy H (the documented objective L = L_policy - coef * H), so
-            # H does not depend on how each loss type normalizes its policy term. The bonus is a mean over the
-            # tokens it acts on (effective_mask), scaled only for gradient accumulation, never by a loss-type-
-            # specific policy normalizer. (The adaptive controller below tracks a window-global token-weighted mean,
-            # which can differ from this per-micro-batch mean when token counts vary across micro-batches.)
             accumulation_factor = self.current_gradient_accumulation_steps if mode == "train" else 1.0
             entropy_loss = (
                 (entropies * effective_mask).sum() / effective_mask.sum().clamp(min=1.0) / accumulation_factor
             )
-
-            # Apply the coefficient and gating from the end of the previous optimizer step, so that every
-            # micro-batch in the current accumulation window applies the same entropy bonus. The adaptive
-            # update below only takes effect on the next step.
-            if self.use_adaptive_entropy:
-                apply_coef = self.entropy_coef if self._last_world_entropy <= self.args.entropy_target else 0.0
-            else:
-                apply_coef = self.entropy_coef
-
+            apply_coef = self.entropy_coef
+            if self.use_adaptive_entropy and not self._last_world_entropy <= self.args.entropy_target:
+                apply_coef = 0.0
             loss = loss - apply_coef * entropy_loss
-
             self._metrics[mode]["policy_loss"].append(self.accelerator.gather(policy_loss).nanmean().item())
-
-            # Adaptive update. Gated on train mode so evaluation cannot mutate the entropy controller state.
             if self.use_adaptive_entropy and mode == "train":
-                # Accumulate the entropy sum and active-token count of every micro-batch into a running window
-                # buffer, so the controller measures the exact window-global entropy rather than just the last
-                # micro-batch (which would be a 1 / gradient_accumulation_steps subsample).
                 stats = torch.stack([(entropies * effective_mask).sum(), effective_mask.sum()]).detach()
-                if self._entropy_window_stats is None:
-                    self._entropy_window_stats = stats
-                else:
-                    self._entropy_window_stats = self._entropy_window_stats + stats
-                # At the optimizer-step boundary, reduce the window totals across ranks (sum and token count
-                # jointly, for a true global mean unbiased when ranks have different completion lengths),
-                # update the coefficient for the next step, then reset the window buffer.
+                window = self._entropy_window_stats
+                self._entropy_window_stats = stats if window is None else window + stats
                 if self.accelerator.sync_gradients:
                     window_stats = self.accelerator.reduce(self._entropy_window_stats, reduction="sum")
                     world_entropy = (window_stats[0] / window_stats[1].clamp(min=1.0)).item()
-                    if world_entropy <= self.args.entropy_target:
-                        self.entropy_coef = min(
-                            self.entropy_coef + self.args.entropy_coef_delta, self.args.entropy_coef_max
-                        )
+                    args = self.args
+                    if world_entropy <= args.entropy_target:
+                        self.entropy_coef = min(self.entropy_coef + args.entropy_coef_delta, args.entropy_coef_max)
                     else:
-                        self.entropy_coef = max(
-                            self.entropy_coef - self.args.entropy_coef_delta, self.args.entropy_coef_min
-                        )
+                        self.entropy_coef = max(self.entropy_coef - args.entropy_coef_delta, args.entropy_coef_min)
                     self._last_world_entropy = world_entropy
                     self._entropy_window_stats = None
-
-            # Log entropy_coef on train optimizer-step boundaries (constant for static control; updated just
-            # above for adaptive control). sync_gradients is always True in eval (no accumulation context).
             if mode == "train" and self.accelerator.sync_gradients:
                 self._metrics[mode]["entropy_coef"].append(self.entropy_coef)
-
-        # The policy loss above is scaled for gradient accumulation (HF auto-scaling is off here), so scale aux too
         if self.aux_loss_enabled:
             normalizer = self.current_gradient_accumulation_steps if mode == "train" else 1.0
             loss = loss + self.router_aux_loss_coef * aux_loss / normalizer
             self._metrics[mode]["aux_loss"].append(self.accelerator.gather_for_metrics(aux_loss).mean().item())
 
-        # Log the metrics
         def masked_seq_mean(x):
-            if x.shape[1] == 1:  # when importance_sampling_level == "sequence": already one value per sequence
+            if x.shape[1] == 1:  # TRL's rule, also taken when the completions are 1 token long
                 return x.squeeze(1)
             return (x * mask).sum(-1) / mask.sum(-1)
 
         def global_masked_mean(x):
-            if x.shape[1] == 1:  # when importance_sampling_level == "sequence": one value per sequence
+            if x.shape[1] == 1:
                 local_sum, local_count = x.sum(), torch.tensor(float(x.shape[0]), device=x.device)
             else:
                 local_sum, local_count = (x * mask).sum(), mask.sum().float()
@@ -676,21 +539,9 @@ class SETGRPOTrainer(CurriculumTrainerMixin, GRPOTrainer):
 
         if self.beta != 0.0:
             self._metrics[mode]["kl"].append(global_masked_mean(per_token_kl))
-
         self._metrics[mode]["entropy"].append(global_masked_mean(entropies))
-        # sec_trl: added — the covariance whose sign drives the entropy change (Cui et al. 2025), on every run
-        self._metrics[mode]["cov/logp_advantage"].append(
-            self._logp_advantage_covariance(per_token_logps, advantages, mask)
-        )
-        if self.args.token_regularizer != "none":  # sec_trl: added
-            self._log_token_regularizer_metrics(mode, regularizer_info, per_token_logps - regularizer_old, mask)
-
-        # sec_trl: changed — no clip_ratio/* for the regularisers that do not clip
-        if (
-            self.loss_type in ["grpo", "bnpo", "dr_grpo", "dapo", "luspo"]
-            and self.args.token_regularizer not in UNCLIPPED_REGULARIZERS
-        ):
-            # Compute the clipped probability ratios
+        self._log_token_regularizer_metrics(mode, regularizer_info, per_token_logps - regularizer_old, mask)  # sec_trl
+        if regularizer.clips:  # sec_trl: no clip_ratio/* for the regularisers that do not clip
             is_low_clipped = (coef_1 < 1 - self.epsilon_low) & (advantages < 0)
             is_high_clipped = (coef_1 > 1 + self.epsilon_high) & (advantages > 0)
             is_region_clipped = is_low_clipped | is_high_clipped
@@ -701,12 +552,4 @@ class SETGRPOTrainer(CurriculumTrainerMixin, GRPOTrainer):
             self._metrics[mode]["clip_ratio/low_min"].append(nanmin(gathered_low_clip).item())
             gathered_high_clip = self.accelerator.gather(masked_seq_mean(is_high_clipped.float()))
             self._metrics[mode]["clip_ratio/high_max"].append(nanmax(gathered_high_clip).item())
-        elif self.loss_type == "cispo":
-            is_cispo_clipped = (coef_1 > self.epsilon_high) & (advantages > 0)
-            self._metrics[mode]["cispo_clip_ratio"].append(global_masked_mean(is_cispo_clipped.float()))
-        elif self.loss_type == "vespo":
-            self._metrics[mode]["vespo/phi_seq_mean"].append(global_masked_mean(phi_seq))
-
         return loss
-
-    # During eval, Trainer calls prediction_step. If no labels are present in the inputs, it only runs forward and

@@ -177,7 +177,7 @@ def test_sent_matches_reference(shape, seed, token_advantages, params):
 def test_kl_cov_matches_reference(shape, seed, cov_ratio, with_entropies):
     logp, old, adv, ent, mask = make_inputs(shape, seed)
     ent = ent if with_entropies else None
-    loss, info = kl_cov_per_token_loss(logp, old, adv, mask, cov_ratio=cov_ratio, kl_coef=0.7, entropies=ent)
+    loss, info = kl_cov_per_token_loss(logp, old, adv, ent, mask, cov_ratio=cov_ratio, kl_coef=0.7)
     expected, selected = reference_kl_cov(logp, old, adv, mask, cov_ratio, 0.7, ent)
     torch.testing.assert_close(loss, expected)
     torch.testing.assert_close(_grad(loss, logp), _grad(expected, logp))
@@ -192,7 +192,7 @@ def test_clip_cov_matches_reference(shape, seed, cov_ratio):
     logp, old, adv, _, mask = make_inputs(shape, seed, scale=3.0)
     kwargs = dict(cov_ratio=cov_ratio, clip_cov_lower=1.0, clip_cov_upper=5.0, epsilon_low=0.2, epsilon_high=0.28)
     loss, info = clip_cov_per_token_loss(
-        logp, old, adv, mask, generator=torch.Generator().manual_seed(seed + 100), **kwargs
+        logp, old, adv, None, mask, generator=torch.Generator().manual_seed(seed + 100), **kwargs
     )
     priorities = torch.rand(shape, generator=torch.Generator().manual_seed(seed + 100))
     expected, chosen = reference_clip_cov(
@@ -210,7 +210,9 @@ def test_clip_cov_matches_reference(shape, seed, cov_ratio):
 def test_clip_cov_selects_some_tokens_in_the_equivalence_inputs():
     """Guards the test above against passing vacuously with no candidate ever selected."""
     logp, old, adv, _, mask = make_inputs((8, 33), 0, scale=3.0)
-    _, info = clip_cov_per_token_loss(logp, old, adv, mask, cov_ratio=0.3, generator=torch.Generator().manual_seed(0))
+    _, info = clip_cov_per_token_loss(
+        logp, old, adv, None, mask, cov_ratio=0.3, generator=torch.Generator().manual_seed(0)
+    )
     assert info["cov_clipped"].sum() > 1
 
 
@@ -244,12 +246,8 @@ def test_sent_hand_example_2x6():
 def test_all_masked_gives_zeros_and_zero_grad():
     logp, old, adv, ent, _ = make_inputs((3, 5), 0)
     mask = torch.zeros(3, 5, dtype=torch.bool)
-    for fn, extra in [
-        (sent_per_token_loss, (ent,)),
-        (kl_cov_per_token_loss, ()),
-        (clip_cov_per_token_loss, ()),
-    ]:
-        loss, info = fn(logp, old, adv, *extra, mask)
+    for fn in (sent_per_token_loss, kl_cov_per_token_loss, clip_cov_per_token_loss):  # one signature
+        loss, info = fn(logp, old, adv, ent, mask)
         assert torch.equal(loss, torch.zeros_like(loss)), fn.__name__
         assert not torch.isnan(loss).any()
         (g,) = torch.autograd.grad(loss.sum(), logp)
@@ -343,7 +341,7 @@ def test_degenerate_covariance_has_no_positional_bias(advantage):
         (position,) = info["high_cov"].reshape(-1).nonzero().flatten().tolist()
         assert position == int(ent.reshape(-1).argmin())  # lowest entropy in L (the lowest-entropy token overall)
         assert not info["low_cov"].any()  # the low group picks the same token (k = 1), and high wins the overlap
-        _, kl_info = kl_cov_per_token_loss(logp, old, adv, mask, cov_ratio=2e-4, entropies=ent)
+        _, kl_info = kl_cov_per_token_loss(logp, old, adv, ent, mask, cov_ratio=2e-4)
         assert kl_info["high_cov"].reshape(-1).nonzero().flatten().tolist() == [int(ent.reshape(-1).argmin())]
         picked.append(position)
     assert len(set(picked)) > 1 and set(picked) != {0}
@@ -356,7 +354,7 @@ def test_covariance_ties_break_by_entropy_then_position():
     logp = torch.tensor([[-1.0, -1.0, -3.0, -3.0], [-3.0, -3.0, -1.0, -1.0]])
     # cov = +0.5 at (0,0), (0,1), (1,0), (1,1); -0.5 at the other four
     ent = torch.tensor([[0.5, 0.3, 0.9, 0.9], [0.3, 0.3, 0.9, 0.9]])
-    _, info = kl_cov_per_token_loss(logp, logp, adv, mask, cov_ratio=0.25, entropies=ent)  # k = 2
+    _, info = kl_cov_per_token_loss(logp, logp, adv, ent, mask, cov_ratio=0.25)  # k = 2
     # the four +0.5 ties: entropies 0.5, 0.3, 0.3, 0.3 -> the 0.3 ones, then by position: (0,1) and (1,0)
     assert info["high_cov"].tolist() == [[False, True, False, False], [True, False, False, False]]
     _, info = sent_per_token_loss(logp, logp, adv, ent, mask, cov_ratio=0.25, low_entropy_quantile=1.0)
@@ -364,7 +362,7 @@ def test_covariance_ties_break_by_entropy_then_position():
     # the -0.5 ties: entropies 0.9 everywhere -> by position: (0,2) and (0,3)
     assert info["low_cov"].tolist() == [[False, False, True, True], [False, False, False, False]]
     # without entropies, KL-Cov falls back to position
-    _, info = kl_cov_per_token_loss(logp, logp, adv, mask, cov_ratio=0.25)
+    _, info = kl_cov_per_token_loss(logp, logp, adv, None, mask, cov_ratio=0.25)
     assert info["high_cov"].tolist() == [[True, True, False, False], [False, False, False, False]]
 
 
@@ -393,6 +391,6 @@ def test_selections_with_many_ties_match_reference(shape, q, cov_ratio, dtype):
     assert torch.equal(info["low_entropy"], _mask_of(coef.keys(), shape))
     assert torch.equal(info["high_cov"], _mask_of([p for p, c in coef.items() if c == 0.1 * 2.0], shape))
     assert torch.equal(info["low_cov"], _mask_of([p for p, c in coef.items() if c == 0.1 * 0.5], shape))
-    _, kl_info = kl_cov_per_token_loss(logp, logp, adv, mask, cov_ratio=cov_ratio, entropies=ent)
+    _, kl_info = kl_cov_per_token_loss(logp, logp, adv, ent, mask, cov_ratio=cov_ratio)
     _, selected = reference_kl_cov(logp.double(), logp.double(), adv.double(), mask, cov_ratio, 0.1, ent.double())
     assert torch.equal(kl_info["high_cov"], _mask_of(selected, shape))

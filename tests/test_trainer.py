@@ -10,6 +10,7 @@ from transformers import TrainerCallback
 from trl import GRPOTrainer
 
 from sec_trl import SETGRPOConfig, SETGRPOTrainer, sent_per_token_loss
+from sec_trl.config import REGULARIZER_LOSS_TYPES
 
 
 def _trainer(tiny_model_dir, tmp_path, **overrides):
@@ -75,7 +76,7 @@ def _loss_and_grads(method, trainer, inputs):
     ids=["plain", "beta", "entropy", "opsm-delta"],
 )
 def test_none_matches_grpo(tiny_model_dir, tmp_path, loss_type, extra):
-    """With token_regularizer='none', our copy of `_compute_loss` is TRL's: fails loudly when TRL drifts."""
+    """With token_regularizer='none', `_compute_loss` is TRL's (its own method, plus the covariance metric)."""
     trainer = _trainer(tiny_model_dir, tmp_path, token_regularizer="none", loss_type=loss_type, **extra)
     trainer.model.train()
     inputs = _fake_inputs(trainer, seed=1, with_ref="beta" in extra)
@@ -85,6 +86,90 @@ def test_none_matches_grpo(tiny_model_dir, tmp_path, loss_type, extra):
     assert len(our_grads) == len(their_grads) > 0
     for a, b in zip(our_grads, their_grads, strict=True):
         torch.testing.assert_close(a, b)
+
+
+# TRL's state that its loss updates (the adaptive entropy controller): reset between the two methods compared
+_LOSS_STATE = ("entropy_coef", "_entropy_window_stats", "_last_world_entropy")
+
+
+def _loss_grads_and_metrics(method, trainer, inputs):
+    state = {name: getattr(trainer, name) for name in _LOSS_STATE}
+    trainer._metrics["train"].clear()
+    loss, grads = _loss_and_grads(method, trainer, inputs)
+    metrics = {key: values[-1] for key, values in trainer._metrics["train"].items()}
+    for name, value in state.items():
+        setattr(trainer, name, value)
+    return loss, grads, metrics
+
+
+@pytest.mark.parametrize("loss_type", REGULARIZER_LOSS_TYPES)
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {},
+        {"beta": 0.04},
+        {"beta": 0.04, "use_bias_correction_kl": True},
+        {"top_entropy_quantile": 0.5, "entropy_coef": 0.01},
+        {"use_adaptive_entropy": True, "entropy_coef": 0.01, "entropy_target": 100.0},
+        {"off_policy_mask_threshold": 0.01},
+        {"vllm_importance_sampling": True},
+    ],
+    ids=["plain", "beta", "beta-bias-correction", "entropy", "adaptive-entropy", "opsm", "vllm-is"],
+)
+def test_neutral_regularizer_matches_grpo(tiny_model_dir, tmp_path, loss_type, extra):
+    """The copy in `_regularized_loss` is TRL's `_compute_loss` but for the per-token policy term: with Clip-Cov
+    given a covariance band no token falls in, its term is PPO's clipped surrogate, so the loss, the gradients and
+    every metric TRL logs equal `GRPOTrainer._compute_loss`'s, for each loss type a regulariser accepts. Fails
+    loudly when TRL changes its method."""
+    extra = dict(extra)
+    vllm_is = extra.pop("vllm_importance_sampling", False)
+    trainer = _trainer(
+        tiny_model_dir,
+        tmp_path,
+        token_regularizer="clip_cov",
+        clip_cov_lower=1e6,
+        clip_cov_upper=2e6,
+        loss_type=loss_type,
+        epsilon_high=0.28,
+        **extra,
+    )
+    trainer.model.train()
+    trainer.current_gradient_accumulation_steps = 2  # the accumulation normalisers are not all 1
+    inputs = _fake_inputs(trainer, seed=1, with_ref="beta" in extra)
+    inputs["num_items_in_batch"] = inputs["num_items_in_batch"] * 2
+    if vllm_is:  # the correction's inputs, as TRL's vLLM path leaves them
+        trainer.use_vllm, trainer.vllm_importance_sampling_correction = True, True
+        inputs["importance_sampling_ratio"] = 0.5 + torch.rand(inputs["completion_ids"].shape)
+    ours, our_grads, our_metrics = _loss_grads_and_metrics(SETGRPOTrainer._regularized_loss, trainer, inputs)
+    theirs, their_grads, their_metrics = _loss_grads_and_metrics(GRPOTrainer._compute_loss, trainer, inputs)
+    torch.testing.assert_close(ours, theirs)
+    assert len(our_grads) == len(their_grads) > 0
+    for a, b in zip(our_grads, their_grads, strict=True):
+        torch.testing.assert_close(a, b)
+    assert our_metrics["clip_cov/cov_clipped_tokens"] == 0  # the regulariser really was neutral
+    assert {key: value for key, value in our_metrics.items() if not key.startswith("clip_cov/")} == pytest.approx(
+        their_metrics
+    )
+    assert any(key.startswith("clip_ratio/") for key in their_metrics)
+
+
+@pytest.mark.parametrize("regularizer", ["none", "sent", "kl_cov", "clip_cov"])
+def test_compute_loss_wraps_the_loss_and_logs_the_covariance(tiny_model_dir, tmp_path, regularizer):
+    """`_compute_loss` is TRL's method (`none`) or the copy, plus `cov/logp_advantage` (every method), computed from
+    the log-probs of the loss's own forward."""
+    trainer = _trainer(tiny_model_dir, tmp_path, token_regularizer=regularizer)
+    trainer.model.train()
+    inputs = _fake_inputs(trainer, seed=6)
+    loss = SETGRPOTrainer._compute_loss(trainer, trainer.model, inputs)
+    inner = GRPOTrainer._compute_loss if regularizer == "none" else SETGRPOTrainer._regularized_loss
+    torch.testing.assert_close(loss, inner(trainer, trainer.model, inputs), rtol=0, atol=0)
+    ids = torch.cat([inputs["prompt_ids"], inputs["completion_ids"]], 1)
+    attention = torch.cat([inputs["prompt_mask"], inputs["completion_mask"]], 1)
+    with torch.no_grad():
+        logps, _, _ = trainer._get_per_token_logps_and_entropies(trainer.model, ids, attention, 7)
+    expected = trainer._logp_advantage_covariance(logps, inputs["advantages"][:, None], inputs["completion_mask"])
+    assert trainer._metrics["train"]["cov/logp_advantage"] == [pytest.approx(expected)]
+    assert trainer._loss_forward is None  # nothing kept outside the loss
 
 
 @pytest.mark.parametrize("loss_type", ["bnpo", "dapo", "grpo"])
