@@ -269,7 +269,19 @@ def render(data: dict, result: dict) -> str:
             f"{_ci(s['pass_at_k'])} | {_ci(s['cov_mean'], 4)} | {_ci(s['high_cov_abs_log_ratio'], 4)} | "
             f"{_f(s['k_mean']['mean'], 1)} |"
         )
-    lines += [
+    if result["comparisons"]:
+        lines += _comparison_table(result, k)
+    lines += _verdict(result)
+    lines += ["", mechanism_line(data)]
+    amendments = prereg_amendments()
+    if amendments:
+        lines += ["", "Pre-registration history (`git log -- benchmarks/PREREGISTRATION.md`):", ""]
+        lines += [f"- {a}" for a in amendments]
+    return "\n".join(lines)
+
+
+def _comparison_table(result: dict, k: int) -> list[str]:
+    lines = [
         "",
         "Paired by seed. `d` = ln(final entropy) difference (exp(d) = ratio of final entropies); t-test two-sided "
         "(the pre-registered decision), exact Wilcoxon signed-rank beside it; MDE = the effect in `d` these pairs "
@@ -288,6 +300,11 @@ def render(data: dict, result: dict) -> str:
             f"{_p(d['p_t'])} | {_p(d['p_wilcoxon'])} | {_f(d['mde80'])} | "
             f"{_ci(comp['avg_at_k'], 3, signed=True)} | {_ci(comp['pass_at_k'], 3, signed=True)} |"
         )
+    return lines
+
+
+def _verdict(result: dict) -> list[str]:
+    lines = []
     primary = result["comparisons"].get(" - ".join(PRIMARY))
     if primary and primary["log_final"]["p_t"] is not None:
         d = primary["log_final"]
@@ -295,12 +312,7 @@ def render(data: dict, result: dict) -> str:
         lines += ["", f"Primary test ({' vs '.join(PRIMARY)}): {verdict} at alpha {ALPHA} (p = {_p(d['p_t'])})."]
         if (d["p_t"] < ALPHA) != (d["p_wilcoxon"] is not None and d["p_wilcoxon"] < ALPHA):
             lines.append("The Wilcoxon test disagrees with the t-test at this alpha.")
-    lines += ["", mechanism_line(data)]
-    amendments = prereg_amendments()
-    if amendments:
-        lines += ["", "Pre-registration history (`git log -- benchmarks/PREREGISTRATION.md`):", ""]
-        lines += [f"- {a}" for a in amendments]
-    return "\n".join(lines)
+    return lines
 
 
 def report(path: Path) -> dict:
