@@ -94,8 +94,8 @@ def ranking_prompt_score(budget):
 
     def call(given, env):
         from sec_trl.answer_checking import AnswerChecker
+        from sec_trl.generation.samplers import Sample
         from sec_trl.ranking.params import RankingParams
-        from sec_trl.ranking.samplers import Sample
         from sec_trl.ranking.scoring import score_prompt
 
         samples = [Sample(text=t, loglik=-1.0, num_tokens=3, truncated=False) for t in given]

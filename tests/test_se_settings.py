@@ -56,7 +56,9 @@ def test_the_settings_are_validated_naming_the_field(tmp_path):
 def _online_se(method: str, completions: list[str]) -> float:
     """The trainer's online semantic entropy of one group, with a stand-in for the trainer's state."""
     fake = SimpleNamespace(
-        args=SimpleNamespace(se_cluster_method=method, answer_timeout=5.0, se_lexical_threshold=0.5),
+        args=SimpleNamespace(
+            se_cluster_method=method, answer_timeout=5.0, se_lexical_threshold=0.5, semantic_entropy_time_budget=10.0
+        ),
         num_generations=len(completions),
         accelerator=SimpleNamespace(is_main_process=True),
         model=SimpleNamespace(training=True),
