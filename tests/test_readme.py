@@ -100,8 +100,10 @@ def _parse_module(module: str, args: list[str], tmp_path: Path) -> None:
     if module == "sec_trl.train":  # the installed package's train.py
         return _parse_train(args, tmp_path)
     args = _check_config_files(args)
-    if module == "sec_trl.resources":
+    if module in ("sec_trl.resources", "sec_trl.regularizers"):  # print where the files are / the docs table
         assert not args, args
+        proc = subprocess.run([sys.executable, "-m", module], capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0 and proc.stdout.strip(), proc.stderr[-2000:]
     elif module == "sec_trl.rank":
         from sec_trl.ranking.cli import make_parser
 

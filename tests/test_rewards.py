@@ -364,7 +364,7 @@ def test_make_accuracy_reward_custom_column():
 
 def test_accuracy_reward_bounded_on_adversarial_batch():
     reward = make_accuracy_reward(timeout=TIMEOUT + 0.5)  # a timeout of its own: a checker of its own
-    checker = rewards._checker_for(TIMEOUT + 0.5)
+    checker = rewards.checker_for(TIMEOUT + 0.5)
     completions = [c for c, _ in ADVERSARIAL.values() if "9^" not in c]
     start = time.monotonic()
     assert reward(completions, answer=["1"] * len(completions)) == [0.0] * len(completions)

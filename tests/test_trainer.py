@@ -346,7 +346,7 @@ def test_clip_cov_is_not_warned_as_inert(tiny_model_dir, tmp_path):
         ({"low_entropy_quantile": 0.0}, r"low_entropy_quantile=0.0 is out of range; allowed range is \(0.0, 1.0\]"),
         ({"low_entropy_quantile": 1.5}, r"low_entropy_quantile=1.5 is out of range"),
         ({"cov_ratio": -1e-4}, r"cov_ratio=-0.0001 is out of range"),
-        ({"kl_cov_coef": -0.1}, r"kl_cov_coef=-0.1 is out of range; allowed range is \[0.0, inf\)"),
+        ({"kl_cov_coef": -0.1}, r"kl_cov_coef=-0.1 is out of range; allowed range is \[0, 10000\]"),
         ({"high_cov_coef": -2.0}, r"high_cov_coef=-2.0"),
         ({"low_cov_coef": -0.5}, r"low_cov_coef=-0.5"),
         ({"low_entropy_kl_coef": float("nan")}, r"low_entropy_kl_coef=nan"),
