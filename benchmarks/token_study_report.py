@@ -306,6 +306,8 @@ def _comparison_table(result: dict, k: int) -> list[str]:
 def _verdict(result: dict) -> list[str]:
     lines = []
     primary = result["comparisons"].get(" - ".join(PRIMARY))
+    if result["interim"]:  # no verdict on part of the data (PREREGISTRATION.md's stopping rule)
+        return ["", "No verdict: the primary test is read once, on all planned runs."]
     if primary and primary["log_final"]["p_t"] is not None:
         d = primary["log_final"]
         verdict = "significant" if d["p_t"] < ALPHA else "not significant"

@@ -317,6 +317,7 @@ def test_token_study_report_tests_pairs_and_labels_interim(tmp_path):
     assert same["avg_at_k"]["lo"] is None  # four identical differences (0): no interval
     text = tsr.render(data, result)
     assert "Interim: 12 of 24" in text and "identical values, no interval" in text and "[+0.000, +0.000]" not in text
+    assert "No verdict" in text and "Primary test" not in text  # interim data get no verdict
     path = tmp_path / "token_study.json"
     path.write_text(json.dumps(data))
     out = study.report_of(path)  # the study's --report dispatches to the pre-registered analysis
@@ -338,3 +339,17 @@ def test_archive_restores_committed_runs_so_the_study_resumes(tmp_path):
     (study.run_dir_of(out, "sent_token", 1) / "result.json").write_text("{}")
     study.archive_run(archive, out, "sent_token", 1, json_path)
     assert (archive / "sent_token-seed1.json").exists() and (tmp_path / "token_study.json").exists()
+
+
+def test_token_study_report_gives_its_verdict_only_on_all_planned_runs():
+    runs = [
+        _token_run(arm, seed, [2.0, 2.0] + [base + 0.1 * seed] * 10, 0.2)
+        for seed in range(4)
+        for arm, base in (("grpo", 0.4), ("sent_token", 0.8), ("sent_no_kl", 0.6))
+    ]
+    data = {"config": {"k": 8, "steps": 12, "regime": {}, "seeds": list(range(4)),
+                       "methods": {"grpo": [], "sent_token": [], "sent_no_kl": []}},
+            "base": {"avg_at_k": 0.1}, "runs": runs}  # fmt: skip
+    result = tsr.analyse(data)
+    assert not result["interim"]
+    assert "Primary test (sent_token vs grpo): significant at alpha 0.05" in tsr.render(data, result)
