@@ -51,13 +51,21 @@ Trainer integration notes
     * Mapping training steps to chunks: in GRPO each dataloader batch of one process is that process's slice of
       one generation batch, so the ``b``-th dataloader batch (0-based, counted from the start of the run, i.e. the
       ``b``-th micro-step) belongs to chunk ``b // repeat_count`` (:meth:`CurriculumSampler.chunk_index_of_batch`).
+      :func:`stage_of_step` and :func:`stage_start_steps` map optimizer steps to stages, for the trainer's stage
+      restart and for preflight's warning alike.
+    * One run builds its sampler from the config with :func:`build_curriculum_sampler`
+      (:func:`curriculum_sampler_settings`); the semantic-entropy column is validated once per dataset
+      (:func:`validate_semantic_entropy_column` keeps the result by the dataset's fingerprint), and preflight's
+      checks share one placeholder sampler (:func:`placeholder_sampler`).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import numbers
+from collections import OrderedDict
 from collections.abc import Iterator, Sequence, Sized
 from dataclasses import asdict, dataclass
 
@@ -133,7 +141,27 @@ def validate_semantic_entropy_column(dataset, column: str) -> list[float]:
             f"The training dataset has no semantic-entropy column {column!r} (columns: {list(columns)}). Either "
             f"{RANK_HINT}, or point the curriculum at the right column name."
         )
-    return _check_values(dataset[column], f"Semantic-entropy column {column!r}")
+    key = _validation_key(dataset, column)
+    if key is not None and key in _VALIDATED:
+        _VALIDATED.move_to_end(key)
+        return list(_VALIDATED[key])
+    values = _check_values(dataset[column], f"Semantic-entropy column {column!r}")
+    if key is not None:
+        _VALIDATED[key] = tuple(values)
+        while len(_VALIDATED) > _VALIDATED_MAX:
+            _VALIDATED.popitem(last=False)
+    return values
+
+
+# The validated columns of the last few datasets, by `datasets`' fingerprint (a new one for every change to a
+# dataset): preflight, the trainer's constructor and its sampler read and check a run's column once.
+_VALIDATED: OrderedDict[tuple, tuple[float, ...]] = OrderedDict()
+_VALIDATED_MAX = 4
+
+
+def _validation_key(dataset, column: str) -> tuple | None:
+    fingerprint = getattr(dataset, "_fingerprint", None)
+    return (fingerprint, column, len(dataset)) if isinstance(fingerprint, str) else None
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -195,6 +223,11 @@ def compute_stages(
     number of prompts (a stage would be empty).
     """
     se = np.asarray(_check_values(semantic_entropy, "semantic_entropy"), dtype=np.float64)
+    return _compute_stages(se, num_stages, batch_size, epochs_per_stage)
+
+
+def _compute_stages(se: np.ndarray, num_stages, batch_size, epochs_per_stage) -> tuple[np.ndarray, list[StageInfo]]:
+    """:func:`compute_stages` on values already checked (a float64 array)."""
     num_stages = _check_int("num_stages", num_stages)
     if batch_size is not None:
         batch_size = _check_int("batch_size", batch_size)
@@ -239,6 +272,11 @@ def curriculum_schedule_summary(
 ) -> str:
     """Human-readable stage table (sizes, SE thresholds, chunks and drops per epoch, boundary ties), for logs."""
     _, stages = compute_stages(semantic_entropy, num_stages, batch_size, epochs_per_stage)
+    return _stage_table(stages, batch_size)
+
+
+def _stage_table(stages: Sequence[StageInfo], batch_size: int | None) -> str:
+    num_stages = len(stages)
     n = sum(st.size for st in stages)
     lines = [f"Semantic-entropy curriculum: {n} prompts, {num_stages} stage(s), ranked by SE ascending"]
     for st in stages:
@@ -318,7 +356,7 @@ class CurriculumSampler(Sampler[int]):
                 "must come from the same (filtered) dataset the trainer samples from."
             )
         self.semantic_entropy = np.asarray(_check_values(se, "semantic_entropy"), dtype=np.float64)
-        self.order, self.stages = compute_stages(self.semantic_entropy, num_stages, self.batch_size, epochs_per_stage)
+        self.order, self.stages = _compute_stages(self.semantic_entropy, num_stages, self.batch_size, epochs_per_stage)
         self.epochs_per_stage = [st.epochs for st in self.stages]
 
         self._check_stage_sizes()
@@ -464,9 +502,7 @@ class CurriculumSampler(Sampler[int]):
 
     def summary(self) -> str:
         """:func:`curriculum_schedule_summary` for this sampler, plus the run length."""
-        text = curriculum_schedule_summary(
-            self.semantic_entropy, self.num_stages, self.batch_size, self.epochs_per_stage
-        )
+        text = _stage_table(self.stages, self.batch_size)
         return (
             f"{text}\n  total: {self.num_chunks} generation batches x {self.repeat_count} reuse(s) = "
             f"{len(self)} sampled indices; stages start at chunk {self.stage_start_chunks}"
@@ -476,3 +512,80 @@ class CurriculumSampler(Sampler[int]):
     def from_dataset(cls, dataset, column: str, **kwargs) -> CurriculumSampler:
         """Validate ``dataset[column]`` (:func:`validate_semantic_entropy_column`) and build the sampler on it."""
         return cls(dataset, validate_semantic_entropy_column(dataset, column), **kwargs)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# A run's curriculum: the sampler from the training config, and where its stages fall in optimizer steps
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def curriculum_sampler_settings(args) -> dict:
+    """The :class:`CurriculumSampler` arguments of a run: TRL's `RepeatSampler` layout (each prompt `num_generations`
+    times in a row, `generation_batch_size // num_generations` prompts per rollout batch, each batch reused
+    `num_iterations * steps_per_generation` times) plus the `curriculum_*` fields of the config (`SETGRPOConfig`)."""
+    return {
+        "mini_repeat_count": args.num_generations,
+        "batch_size": args.generation_batch_size // args.num_generations,
+        "repeat_count": args.num_iterations * args.steps_per_generation,
+        "num_stages": args.curriculum_stages,
+        "epochs_per_stage": args.curriculum_epochs_per_stage,
+        "shuffle_within_stage": args.curriculum_shuffle_within_stage,
+        "seed": args.seed,
+    }
+
+
+def build_curriculum_sampler(dataset, args) -> CurriculumSampler:
+    """The run's sampler: ``dataset``'s `curriculum_se_column` (validated once per dataset,
+    :func:`validate_semantic_entropy_column`) in the layout of :func:`curriculum_sampler_settings`."""
+    values = validate_semantic_entropy_column(dataset, args.curriculum_se_column)
+    return CurriculumSampler(dataset, values, **curriculum_sampler_settings(args))
+
+
+def placeholder_sampler(num_prompts: int, args) -> CurriculumSampler:
+    """The sampler a run on ``num_prompts`` prompts will get, on placeholder entropies, before any is known: stage
+    sizes, chunks and the step of each stage depend only on the counts. Built once per settings (preflight asks
+    twice); raises what the sampler raises (a stage smaller than one rollout batch)."""
+    settings = curriculum_sampler_settings(args)
+    epochs = settings["epochs_per_stage"]
+    if isinstance(epochs, Sequence) and not isinstance(epochs, str):
+        settings["epochs_per_stage"] = tuple(epochs)
+    return _placeholder_sampler(num_prompts, tuple(sorted(settings.items())))
+
+
+@functools.lru_cache(maxsize=4)
+def _placeholder_sampler(num_prompts: int, settings: tuple) -> CurriculumSampler:
+    # distinct placeholder values, so that no tie warning is logged
+    return CurriculumSampler(range(num_prompts), [float(i) for i in range(num_prompts)], **dict(settings))
+
+
+def chunk_of_micro_step(sampler: CurriculumSampler, micro_step, replay: bool = True):
+    """The rollout batch (chunk) that feeds micro-step ``micro_step`` (an int or an array; counted from the run's
+    start): ``micro_step // repeat_count``. Past the last one the curriculum replays from its first, as each trainer
+    epoch does (``replay=False``: it stays at the last)."""
+    chunks = np.asarray(micro_step, dtype=np.int64) // sampler.repeat_count
+    chunks = chunks % sampler.num_chunks if replay else np.minimum(chunks, sampler.num_chunks - 1)
+    return int(chunks) if chunks.ndim == 0 else chunks
+
+
+def stage_of_step(sampler: CurriculumSampler, step, gradient_accumulation_steps: int, replay: bool = True):
+    """The curriculum stage that 0-based optimizer step ``step`` (an int or an array of them) reaches: the stage of
+    its last micro-batch, micro-step ``(step + 1) * gradient_accumulation_steps - 1``
+    (:func:`chunk_of_micro_step`). Every rollout batch starts an optimizer step when ``repeat_count`` is a multiple
+    of the accumulation (as a stage restart requires); then a step's first and last micro-batch are of one stage."""
+    last_micro_steps = (np.asarray(step, dtype=np.int64) + 1) * gradient_accumulation_steps - 1
+    stages = sampler._chunk_stage[chunk_of_micro_step(sampler, last_micro_steps, replay)]
+    return int(stages) if stages.ndim == 0 else stages
+
+
+def stage_start_steps(
+    sampler: CurriculumSampler, gradient_accumulation_steps: int, num_training_steps: int | None = None
+) -> list[int]:
+    """The 0-based optimizer steps at which a stage starts (:func:`stage_of_step` differs from the step before's),
+    0 first: over ``num_training_steps``, or over one pass of the curriculum (one start per stage, in order; a
+    stage whose every micro-batch shares an optimizer step with the next stage's has none)."""
+    one_pass = num_training_steps is None
+    if one_pass:
+        num_training_steps = -(-sampler.num_chunks * sampler.repeat_count // gradient_accumulation_steps)
+    steps = np.arange(max(num_training_steps, 1))
+    stages = stage_of_step(sampler, steps, gradient_accumulation_steps, replay=not one_pass)
+    return [0, *(np.flatnonzero(stages[1:] != stages[:-1]) + 1).tolist()]

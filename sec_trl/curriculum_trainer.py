@@ -15,7 +15,7 @@ from accelerate.logging import get_logger
 from accelerate.utils import gather_object, is_peft_model
 from trl.trainer.callbacks import SyncRefModelCallback
 
-from .curriculum import CurriculumSampler
+from .curriculum import build_curriculum_sampler, chunk_of_micro_step, stage_of_step, stage_start_steps
 from .rewards import checker_for, completion_text
 from .semantic_entropy import cluster_answers, discrete_semantic_entropy
 
@@ -26,22 +26,6 @@ REF_MODEL_CHECKPOINT_NAME = "sec_trl_ref_model.pt"
 """Written into each checkpoint once a curriculum stage restart has replaced the reference model (beta > 0)."""
 
 
-def curriculum_sampler_settings(args) -> dict:
-    """The :class:`CurriculumSampler` arguments of a run: TRL's `RepeatSampler` layout (each prompt `num_generations`
-    times in a row, `generation_batch_size // num_generations` prompts per rollout batch, each batch reused
-    `num_iterations * steps_per_generation` times) plus the `curriculum_*` fields. The trainer and train.py's
-    preflight check build their samplers from it."""
-    return {
-        "mini_repeat_count": args.num_generations,
-        "batch_size": args.generation_batch_size // args.num_generations,
-        "repeat_count": args.num_iterations * args.steps_per_generation,
-        "num_stages": args.curriculum_stages,
-        "epochs_per_stage": args.curriculum_epochs_per_stage,
-        "shuffle_within_stage": args.curriculum_shuffle_within_stage,
-        "seed": args.seed,
-    }
-
-
 class CurriculumTrainerMixin:
     """Semantic-entropy curriculum for a `GRPOTrainer` subclass (see the module docstring)."""
 
@@ -49,9 +33,7 @@ class CurriculumTrainerMixin:
         if not self.args.curriculum:
             return super()._get_train_sampler(dataset)
         dataset = self.train_dataset if dataset is None else dataset
-        self._curriculum_sampler = CurriculumSampler.from_dataset(
-            dataset, self.args.curriculum_se_column, **curriculum_sampler_settings(self.args)
-        )
+        self._curriculum_sampler = build_curriculum_sampler(dataset, self.args)
         if self.accelerator.is_main_process:
             logger.info("Semantic-entropy curriculum:\n%s", self._curriculum_sampler.summary())
         return self._curriculum_sampler
@@ -84,17 +66,11 @@ class CurriculumTrainerMixin:
 
     def _chunk_info(self, micro_step: int) -> dict:
         """The curriculum sampler's schedule entry of the rollout batch that feeds micro-batch `micro_step`."""
-        sampler = self._curriculum_sampler
-        return sampler.chunk_info((micro_step // self._generate_every) % sampler.num_chunks)
+        return self._curriculum_sampler.chunk_info(chunk_of_micro_step(self._curriculum_sampler, micro_step))
 
     def _stage_of_step(self, step: int) -> int:
-        """Curriculum stage of the rollout batch that optimizer step `step` (0-based) starts with."""
-        return self._chunk_info(step * self.args.gradient_accumulation_steps)["stage"]
-
-    def _stage_start_steps(self, num_training_steps: int) -> list[int]:
-        """Optimizer steps at which a stage starts: 0, then every step whose stage differs from the previous one."""
-        stages = [self._stage_of_step(step) for step in range(num_training_steps)]
-        return [0] + [step for step in range(1, num_training_steps) if stages[step] != stages[step - 1]]
+        """Curriculum stage of optimizer step `step` (0-based; `sec_trl.curriculum.stage_of_step`)."""
+        return stage_of_step(self._curriculum_sampler, step, self.args.gradient_accumulation_steps)
 
     def _maybe_restart_stage(self):
         """At the first rollout batch of a new stage: fresh optimizer state and, with beta > 0, reference := policy.
@@ -137,7 +113,7 @@ class CurriculumTrainerMixin:
 
         from transformers import get_scheduler
 
-        starts = self._stage_start_steps(num_training_steps)
+        starts = stage_start_steps(self._curriculum_sampler, self.args.gradient_accumulation_steps, num_training_steps)
         ends = [*starts[1:], num_training_steps]
         factors = []
         for start, end in zip(starts, ends, strict=True):

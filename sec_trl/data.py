@@ -36,6 +36,7 @@ from .arithmetic import arithmetic_question_text as arithmetic_question_text
 from .arithmetic import make_arithmetic_dataset as make_arithmetic_dataset
 from .arithmetic import make_arithmetic_splits as make_arithmetic_splits
 from .errors import UserFacingError
+from .publishing import looks_like_local_path
 
 
 logger = logging.getLogger(__name__)
@@ -154,15 +155,6 @@ class DatasetUnavailableError(RuntimeError, UserFacingError):
     """A dataset that cannot be loaded (unknown name, no network, unknown split or config); the message names it."""
 
 
-def _looks_like_path(name: str) -> bool:
-    return (
-        name.startswith((".", "/", "~"))
-        or Path(name).suffix.lower() in LOCAL_FILE_BUILDERS
-        or "\\" in name
-        or name.count("/") > 1
-    )
-
-
 def load_raw_dataset(name_or_path: str, *, split: str = "train", config: str | None = None) -> Dataset:
     """The dataset as stored (no validation, no renaming): a local file, a ``save_to_disk`` directory, a directory
     of data files, or a Hub dataset. Errors name the file or dataset and say what to do."""
@@ -191,7 +183,7 @@ def load_raw_dataset(name_or_path: str, *, split: str = "train", config: str | N
                 loaded = loaded[split]
             return loaded
         return load_dataset(str(path), config, split=split)
-    if _looks_like_path(name_or_path):
+    if looks_like_local_path(name_or_path):
         raise FileNotFoundError(
             f"Dataset path {name_or_path!r} does not exist. Give an existing local "
             f"{'/'.join(sorted(LOCAL_FILE_BUILDERS))} file, a save_to_disk directory, or a Hub dataset name."

@@ -24,17 +24,17 @@ import fnmatch
 import json
 import logging
 import os
-import re
 import shutil
 import sys
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .model_card import REPO_ID_PLACEHOLDER, secrets_of
-from .script_args import shown_path
+from .model_card import REPO_ID_PLACEHOLDER
+from .publishing import PATH_KEYS, holds_local_root, scrub_json, scrub_text, secrets_of, shown_path
+from .publishing import local_roots as local_roots
 
 
 logger = logging.getLogger(__name__)
@@ -74,49 +74,6 @@ def _ignored(relative: str, patterns: Sequence[str]) -> bool:
     ) or any(fnmatch.fnmatch(relative, pattern) for pattern in patterns if "/" in pattern)
 
 
-def local_roots(extra: Iterable[str | os.PathLike | None] = ()) -> list[str]:
-    """Absolute directories whose appearance in an uploaded file would leak where the run lived."""
-    roots = [os.path.expanduser("~"), os.getcwd(), tempfile.gettempdir()]
-    for env in ("HF_HOME", "XDG_CACHE_HOME", "SEC_TRL_CACHE", "TRANSFORMERS_CACHE", "HF_DATASETS_CACHE"):
-        if os.environ.get(env):
-            roots.append(os.environ[env])
-    roots += [str(x) for x in extra if x]
-    cleaned = {os.path.abspath(os.path.expanduser(r)).rstrip("/") for r in roots}
-    return sorted((r for r in cleaned if len(r) > 1), key=len, reverse=True)
-
-
-def _is_local_path(value: str, roots: Sequence[str]) -> bool:
-    if not value.startswith(("/", "~")) and not (len(value) > 2 and value[1] == ":" and value[2] in "\\/"):
-        return False
-    expanded = os.path.abspath(os.path.expanduser(value))
-    first = "/" + expanded.strip("/").split("/")[0]
-    return any(expanded == r or expanded.startswith(r + "/") for r in roots) or (
-        first != "/" and os.path.exists(first)
-    )
-
-
-def _scrub(value: Any, roots: Sequence[str], base_model: str | None, key: str | None = None) -> Any:
-    """``value`` (parsed JSON) with every local path replaced: the base model's path by ``base_model``, others by
-    their base name."""
-    if isinstance(value, dict):
-        return {k: _scrub(v, roots, base_model, k) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_scrub(v, roots, base_model, key) for v in value]
-    if isinstance(value, str) and _is_local_path(value, roots):
-        if key in ("base_model_name_or_path", "_name_or_path", "name_or_path") and base_model:
-            return base_model
-        return Path(value.rstrip("/")).name
-    return value
-
-
-def _scrub_text(text: str, roots: Sequence[str]) -> str:
-    """``text`` with every path under a local root replaced by its base name."""
-    for root in roots:
-        pattern = re.compile(_path_pattern(root).pattern[: -len(_PATH_END)] + r"(?:/[^\s\"'`,;)\]}]*)?")
-        text = pattern.sub(lambda m: Path(m.group(0).rstrip("/")).name or "local", text)
-    return text
-
-
 def find_leaks(folder: str | os.PathLike, roots: Sequence[str], secrets: Sequence[str] = ()) -> list[str]:
     """``"file: what"`` for every text file under ``folder`` that holds a local root or a secret."""
     leaks = []
@@ -126,17 +83,9 @@ def find_leaks(folder: str | os.PathLike, roots: Sequence[str], secrets: Sequenc
         text = path.read_text(encoding="utf-8", errors="replace")
         if any(secret in text for secret in secrets):
             leaks.append(f"{path.relative_to(folder)}: a token")
-        elif any(_path_pattern(root).search(text) for root in roots):
+        elif holds_local_root(text, roots):
             leaks.append(f"{path.relative_to(folder)}: a local path")
     return leaks
-
-
-def _path_pattern(root: str) -> re.Pattern:
-    """``root`` as a path in text: not inside a URL or a longer name (``example.com/work/x`` is not ``/work``)."""
-    return re.compile(r"(?<![\w./-])" + re.escape(root) + _PATH_END)
-
-
-_PATH_END = r"(?=[/\\\"'\s,;)\]}]|$)"
 
 
 @dataclass(frozen=True)
@@ -202,11 +151,12 @@ def _stage_file(path: Path, target: Path, roots: Sequence[str], base_model: str 
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
         except ValueError:
-            target.write_text(_scrub_text(path.read_text(encoding="utf-8", errors="replace"), roots))
+            target.write_text(scrub_text(path.read_text(encoding="utf-8", errors="replace"), roots))
             return
-        target.write_text(json.dumps(_scrub(data, roots, base_model), indent=2, ensure_ascii=False) + "\n")
+        replacements = dict.fromkeys(PATH_KEYS, base_model) if base_model else None
+        target.write_text(json.dumps(scrub_json(data, roots, replacements), indent=2, ensure_ascii=False) + "\n")
     elif suffix in TEXT_SUFFIXES and small:  # e.g. the README.md peft writes into each adapter checkpoint
-        target.write_text(_scrub_text(path.read_text(encoding="utf-8", errors="replace"), roots))
+        target.write_text(scrub_text(path.read_text(encoding="utf-8", errors="replace"), roots))
     else:
         try:
             os.link(path, target)  # no copy of multi-GB weights

@@ -15,12 +15,12 @@ Privacy: the card never contains local filesystem paths or tokens. A base model 
 shown by its base name with "(local)" and left out of the metadata; the output directory is never shown; tokens
 (`hub_token`, any `*token*` field whose value looks like a secret, `HF_TOKEN`) are redacted; and a final check
 (`assert_card_is_clean`) refuses to write a card that still contains the output directory, the home directory or a
-token.
+token. The rules (what is a local path, how it is shown, what is a secret) are `sec_trl.publishing`'s, shared with
+the Hub staging, the logs and the reports.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import re
@@ -31,6 +31,20 @@ from pathlib import Path
 from typing import Any
 
 from . import resources
+from .publishing import (
+    REDACTED,
+    check_clean,
+    home_dir,
+    is_hub_id,
+    is_local_name,
+    is_local_path,
+    local_name,
+    looks_secret,
+    model_display_name,
+    redact,
+    write_text_atomic,
+)
+from .publishing import secrets_of as secrets_of
 from .training_curves import TRAINING_CURVES as TRAINING_CURVES
 from .training_curves import _evaluation_rows, _metric_summary
 from .training_curves import _series as _series
@@ -44,7 +58,6 @@ CARD_FILENAME = "README.md"
 ASSETS_DIRNAME = "assets"
 SE_HISTOGRAM_FILENAME = "se_histogram.png"
 CARD_TAGS = ("trl", "grpo", "sent", "sec_trl")
-REDACTED = "[REDACTED]"
 REPO_ID_PLACEHOLDER = "<repo_id>"
 
 SENT_CITATION = """\
@@ -87,110 +100,16 @@ CURRICULUM_SETTINGS: tuple[tuple[str, str], ...] = (
 
 
 FRAMEWORKS = ("sec_trl", "trl", "transformers", "torch", "datasets", "peft")
-LOCAL_PREFIXES = ("/", "./", "../", "~", ".\\", "..\\", "\\")
-LOCAL_FILE_SUFFIXES = (".json", ".jsonl", ".parquet", ".csv", ".arrow", ".txt", ".gguf", ".safetensors", ".bin")
-_WINDOWS_DRIVE = re.compile(r"^[A-Za-z]:[\\/]")
-_SECRET_PREFIXES = ("hf_", "api_", "sk-", "ghp_", "github_pat_")
-_SECRET_CHARS = re.compile(r"[A-Za-z0-9_\-.=+/]+")
-_SECRET_ENV_VARS = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
 
 
 # --------------------------------------------------------------------------------------------------------------------
-# privacy
-
-
-def _looks_secret(value: Any) -> bool:
-    """Whether a string looks like an access token: a known token prefix, or a long opaque letters-and-digits run."""
-    if not isinstance(value, str):
-        return False
-    value = value.strip()
-    if len(value) < 8 or any(c.isspace() for c in value):
-        return False
-    if value.startswith(_SECRET_PREFIXES):
-        return True
-    return (
-        len(value) >= 20
-        and _SECRET_CHARS.fullmatch(value) is not None
-        and any(c.isdigit() for c in value)
-        and any(c.isalpha() for c in value)
-    )
-
-
-def secrets_of(args: Any) -> list[str]:
-    """Values that must never be published (in a card or an upload): `hub_token`, every `*token*` field of `args`
-    that looks secret, and the `HF_TOKEN` / `HUGGING_FACE_HUB_TOKEN` environment variables. `args` may be None."""
-    secrets = []
-    hub_token = getattr(args, "hub_token", None)
-    if isinstance(hub_token, str) and hub_token.strip():
-        secrets.append(hub_token)
-    if args is None:
-        names = []
-    else:
-        names = [f.name for f in dataclasses.fields(args)] if dataclasses.is_dataclass(args) else list(vars(args))
-    for name in names:
-        if "token" in name.lower():
-            value = getattr(args, name, None)
-            if _looks_secret(value):
-                secrets.append(value)
-    for var in _SECRET_ENV_VARS:
-        value = os.environ.get(var)
-        if value and len(value.strip()) >= 8:
-            secrets.append(value.strip())
-    return list(dict.fromkeys(secrets))
-
-
-def _redact(text: str, secrets: Iterable[str | None]) -> str:
-    """`text` with every occurrence of each secret (4 characters or more; longest first) replaced by `[REDACTED]`."""
-    for secret in sorted({s for s in secrets if s and len(s) >= 4}, key=len, reverse=True):
-        text = text.replace(secret, REDACTED)
-    return text
+# privacy (the rules live in sec_trl.publishing)
 
 
 def assert_card_is_clean(text: str, forbidden: Iterable[str | None]) -> None:
-    """Raise `ValueError` if any forbidden string (a local path, a token) occurs in `text`.
-
-    A check, not an `assert`: it also runs under `python -O`. The error names the line, never the string itself.
-    """
-    for index, item in enumerate(forbidden):
-        if not item or not item.strip():
-            continue
-        position = text.find(item)
-        if position >= 0:
-            line = text.count("\n", 0, position) + 1
-            raise ValueError(
-                f"The model card contains forbidden string #{index} ({len(item)} characters: a local path or a "
-                f"token) on line {line}; refusing to write or publish it."
-            )
-
-
-def _home_dir() -> str | None:
-    home = os.path.expanduser("~")
-    return home if len(home) > 1 and home != "/" else None
-
-
-def _is_local_path(name: str) -> bool:
-    return (
-        name.startswith(LOCAL_PREFIXES)
-        or _WINDOWS_DRIVE.match(name) is not None
-        or name.lower().endswith(LOCAL_FILE_SUFFIXES)
-        or os.path.exists(os.path.expanduser(name))
-    )
-
-
-def _is_hub_id(name: str) -> bool:
-    from huggingface_hub.utils import HFValidationError, validate_repo_id
-
-    try:
-        validate_repo_id(name)
-    except HFValidationError:
-        return False
-    return True
-
-
-def _local_basename(name: str) -> str:
-    path = Path(os.path.expanduser(name.replace("\\", "/")))
-    base = path.name or (path.resolve().name if path.exists() else "")
-    return base or "local"
+    """Raise `ValueError` if any forbidden string (a local path, a token) occurs in `text`
+    (:func:`sec_trl.publishing.check_clean`; the error names the line, never the string itself)."""
+    check_clean(text, forbidden, what="The model card")
 
 
 def _describe_source(name: str | None, missing: str) -> dict[str, Any]:
@@ -198,19 +117,12 @@ def _describe_source(name: str | None, missing: str) -> dict[str, Any]:
     if name is None or not str(name).strip():
         return {"hub_id": None, "shown": missing, "short": None, "local_abs": None}
     name = str(name).strip()
-    if _is_local_path(name):
-        base = _local_basename(name)
-        return {
-            "hub_id": None,
-            "shown": f"{base} (local)",
-            "short": base,
-            "local_abs": os.path.abspath(os.path.expanduser(name)),
-        }
-    if _is_hub_id(name):
+    if is_local_name(name):
+        base = local_name(name)
+        local_abs = os.path.abspath(os.path.expanduser(name)) if is_local_path(name) else None
+        return {"hub_id": None, "shown": f"{base} (local)", "short": base, "local_abs": local_abs}
+    if is_hub_id(name):
         return {"hub_id": name, "shown": name, "short": name.split("/")[-1], "local_abs": None}
-    if "/" in name or "\\" in name:  # a relative path that is not on this machine: still a path, not a Hub id
-        base = _local_basename(name)
-        return {"hub_id": None, "shown": f"{base} (local)", "short": base, "local_abs": None}
     short = re.sub(r"\s*\(.*\)\s*$", "", name)  # "SmolLM2-135M-Instruct (embedded)" -> "SmolLM2-135M-Instruct"
     return {"hub_id": None, "shown": name, "short": short if short and " " not in short else None, "local_abs": None}
 
@@ -236,7 +148,7 @@ def _settings_rows(args: Any, table: Sequence[tuple[str, str]]) -> list[dict[str
         if not hasattr(args, name):
             continue
         value = getattr(args, name)
-        shown = REDACTED if "token" in name.lower() and _looks_secret(value) else _fmt_setting(value)
+        shown = REDACTED if "token" in name.lower() and looks_secret(value) else _fmt_setting(value)
         rows.append({"name": name, "value": shown, "help": help_text})
     return rows
 
@@ -365,7 +277,7 @@ def render_model_card(
     base = _describe_source(base_model, missing="not recorded")
     data = _describe_source(dataset_name, missing="not recorded")
     repo_id = hub_model_id or getattr(args, "hub_model_id", None)
-    repo_id = _redact(repo_id, secrets) if repo_id and not _is_local_path(repo_id) else None
+    repo_id = redact(repo_id, secrets) if repo_id and not is_local_path(repo_id) else None
     is_adapter = (out / "adapter_config.json").is_file()
     card_data = ModelCardData(
         library_name="transformers",
@@ -395,12 +307,12 @@ def render_model_card(
 
 def _write_clean_card(text: str, out: Path, args: Any, secrets: list[str], sources: list[dict]) -> str:
     """Redact tokens, refuse a card that still names a local path or token, then write it."""
-    text = _redact(text, secrets)
+    text = redact(text, secrets)
     out_abs = os.path.abspath(out)
-    forbidden = [out_abs, os.path.realpath(out_abs), _home_dir(), getattr(args, "hub_token", None), *secrets]
+    forbidden = [out_abs, os.path.realpath(out_abs), home_dir(), getattr(args, "hub_token", None), *secrets]
     forbidden += [source["local_abs"] for source in sources if source["local_abs"] not in (None, "/")]
     assert_card_is_clean(text, forbidden)
-    (out / CARD_FILENAME).write_text(text, encoding="utf-8")
+    write_text_atomic(out / CARD_FILENAME, text)
     return text
 
 
@@ -411,14 +323,7 @@ def _write_clean_card(text: str, out: Path, args: Any, secrets: list[str], sourc
 def card_model_name(name_or_path: str | None) -> str | None:
     """How a model appears in the card: the embedded copy (by alias or by its cache path) by its name, a Hub id as
     is, a local path by its base name (never the path)."""
-    from .embedded import EMBEDDED_MODEL_NAME, default_cache_dir
-    from .script_args import model_display_name
-
-    if name_or_path is None:
-        return None
-    if os.path.realpath(str(name_or_path)) == os.path.realpath(default_cache_dir()):
-        return EMBEDDED_MODEL_NAME
-    return model_display_name(str(name_or_path))
+    return None if name_or_path is None else model_display_name(str(name_or_path))
 
 
 def tracker_links() -> list[tuple[str, str]]:

@@ -209,26 +209,15 @@ def _missing_reward_column_message(shown, missing, columns, removes, script_args
 # curriculum
 
 
-def _dummy_sampler(num_prompts: int, args):
-    """The curriculum sampler the trainer will build, on placeholder entropies (stage sizes depend only on counts)."""
-    from .curriculum import CurriculumSampler
-    from .curriculum_trainer import curriculum_sampler_settings
-
-    # distinct placeholder values, so that no tie warning is logged
-    return CurriculumSampler(
-        range(num_prompts), [float(i) for i in range(num_prompts)], **curriculum_sampler_settings(args)
-    )
-
-
 def check_curriculum_fits(num_prompts: int, args, dataset=None) -> None:
     """Every curriculum stage holds at least one generation batch, and a semantic-entropy column already in
     ``dataset`` is numeric, finite and non-negative (else ``ValueError`` naming the fields)."""
-    from .curriculum import validate_semantic_entropy_column
+    from .curriculum import placeholder_sampler, validate_semantic_entropy_column
 
     if dataset is not None and args.curriculum_se_column in dataset.column_names:
         validate_semantic_entropy_column(dataset, args.curriculum_se_column)
     try:
-        _dummy_sampler(num_prompts, args)
+        placeholder_sampler(num_prompts, args)
     except ValueError as e:
         raise ValueError(
             f"--curriculum true with {num_prompts} training prompts, curriculum_stages={args.curriculum_stages} and "
@@ -241,12 +230,11 @@ def warn_if_curriculum_is_cut(num_prompts: int, args) -> int | None:
     which that stage starts (None without max_steps or with one stage)."""
     if args.max_steps is None or args.max_steps <= 0 or args.curriculum_stages < 2:
         return None
-    sampler = _dummy_sampler(num_prompts, args)
+    from .curriculum import placeholder_sampler, stage_start_steps
+
+    sampler = placeholder_sampler(num_prompts, args)
     last = sampler.num_stages - 1
-    first_chunk = next(i for i, info in enumerate(sampler.schedule()) if info["stage"] == last)
-    # each rollout batch (chunk) feeds num_iterations * steps_per_generation micro-batches
-    micro = first_chunk * args.num_iterations * args.steps_per_generation
-    start_step = micro // args.gradient_accumulation_steps + 1
+    start_step = stage_start_steps(sampler, args.gradient_accumulation_steps)[-1] + 1  # 1-based
     if args.max_steps < start_step:
         logger.warning(
             "max_steps=%d ends the run before the curriculum's last stage (stage %d of %d starts at optimizer step "

@@ -10,11 +10,10 @@ ranked and evaluated on the prompts it is trained on.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from .data import ANSWER_COLUMN, BOXED_INSTRUCTION, PromptFormat
+from .publishing import display_name
 
 
 @dataclass
@@ -141,31 +140,3 @@ class ModelArguments:
     trust_remote_code: bool = field(
         default=False, metadata={"help": "Allow custom model code from the model repository (off by default)."}
     )
-
-
-def display_name(name_or_path: str) -> str:
-    """A Hub id as is; a local path (existing, or absolute / relative-looking) by its base name only, so that logs and
-    model cards never hold a local path."""
-    text = str(name_or_path)
-    if os.path.exists(text) or text.startswith(("/", "./", "../", "~")) or os.path.isabs(text):
-        return Path(text.rstrip("/\\")).name or text
-    return text
-
-
-def model_display_name(name_or_path: str | None) -> str:
-    """A model's name in logs, metadata and cards: the embedded model by its name, a Hub id as is, a local path by its
-    base name only."""
-    from .embedded import EMBEDDED_MODEL_NAME, is_embedded_model
-
-    return EMBEDDED_MODEL_NAME if is_embedded_model(name_or_path) else display_name(name_or_path)
-
-
-def shown_path(path: str | os.PathLike) -> str:
-    """A local path as logs and messages show it: relative to the current directory when it lies inside it (so a
-    printed command works from there), else its base name only; never an absolute path."""
-    text = str(path).rstrip("/\\") or str(path)
-    absolute = os.path.abspath(os.path.expanduser(text))
-    cwd = os.getcwd()
-    if absolute == cwd or absolute.startswith(cwd.rstrip(os.sep) + os.sep):
-        return os.path.relpath(absolute, cwd)
-    return Path(text).name or text

@@ -258,7 +258,7 @@ def num_evaluations(training_args) -> int | None:
 def resolve_model(model_args) -> tuple[str, str]:
     """(what to load, what to show in logs): the embedded model resolves to its local cache, shown by name."""
     from sec_trl.embedded import resolve_model_path
-    from sec_trl.script_args import model_display_name
+    from sec_trl.publishing import model_display_name
 
     return resolve_model_path(model_args.model_name_or_path), model_display_name(model_args.model_name_or_path)
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
-import textwrap
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -23,7 +22,7 @@ from .config import SETGRPOConfig
 from .curriculum import CurriculumSampler, validate_semantic_entropy_column
 from .curriculum_trainer import REF_MODEL_CHECKPOINT_NAME as REF_MODEL_CHECKPOINT_NAME
 from .curriculum_trainer import CurriculumTrainerMixin
-from .model_card import card_model_name, tracker_links
+from .model_card import SENT_CITATION, card_model_name, tracker_links
 from .regularizers import KL_TERM_REGULARIZERS, NO_REGULARIZER, REGULARIZERS
 
 
@@ -124,14 +123,7 @@ class SETGRPOTrainer(CurriculumTrainerMixin, GRPOTrainer):
     _paper = {
         "title": "Efficient Reinforcement Learning with Semantic and Token Entropy for LLM Reasoning",
         "id": "2512.04359",
-        # docstyle-ignore
-        "citation": textwrap.dedent("""\
-            @article{cao2025sent,
-                title        = {{Efficient Reinforcement Learning with Semantic and Token Entropy for LLM Reasoning}},
-                author       = {Cao and Bai and Peng and Wang and Yang and Huo and Zhang and Gao},
-                year         = 2025,
-                eprint       = {arXiv:2512.04359},
-            }"""),
+        "citation": SENT_CITATION,  # the one the SENT card prints
     }
 
     def __init__(

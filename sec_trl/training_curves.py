@@ -8,6 +8,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from .publishing import atomic_path
+
 
 # (log_history key, title, PNG file name)
 TRAINING_CURVES: tuple[tuple[str, str, str], ...] = (
@@ -67,9 +69,8 @@ def plot_training_curves(log_history: Sequence[dict], path: str | os.PathLike) -
         ax.grid(alpha=0.3)
         fig.tight_layout()
         target = directory / filename
-        tmp = directory / f".{filename}.tmp-{os.getpid()}.png"
-        fig.savefig(tmp, dpi=110)
-        os.replace(tmp, target)
+        with atomic_path(target, suffix=".png") as tmp:
+            fig.savefig(tmp, dpi=110)
         written.append(filename)
     return written
 

@@ -359,3 +359,116 @@ def test_warnings_for_dropped_prompts_and_boundary_ties(caplog):
     with caplog.at_level(logging.WARNING, logger="sec_trl.curriculum"):
         make_sampler(se=[0.0] * 6 + [1.0] * 2, batch_size=2)  # 6 zeros: stage 1 gets 2 of them
     assert "2 in stage 1" in caplog.text
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# A run's curriculum: settings from the config, one validation, the step of each stage
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def curriculum_config(**overrides):
+    from sec_trl import SETGRPOConfig
+
+    params = dict(output_dir="o", report_to="none", num_generations=2, per_device_train_batch_size=4)
+    params.update(steps_per_generation=3, gradient_accumulation_steps=1, num_iterations=2, seed=5)
+    params.update(curriculum=True, curriculum_stages=2, curriculum_epochs_per_stage=2)
+    params.update(curriculum_shuffle_within_stage=False)
+    params.update(overrides)
+    return SETGRPOConfig(**params)
+
+
+def test_sampler_settings_and_build_from_the_config():
+    from sec_trl.curriculum import build_curriculum_sampler, curriculum_sampler_settings
+
+    args = curriculum_config()
+    # generation_batch_size = 4 completions x 3 steps per generation = 12 = 6 prompts x 2 generations
+    assert curriculum_sampler_settings(args) == {
+        "mini_repeat_count": 2,
+        "batch_size": 6,
+        "repeat_count": 6,  # num_iterations * steps_per_generation
+        "num_stages": 2,
+        "epochs_per_stage": 2,
+        "shuffle_within_stage": False,
+        "seed": 5,
+    }
+    se = make_se(24)
+    sampler = build_curriculum_sampler(Dataset.from_dict({"prompt": ["p"] * 24, "semantic_entropy": se}), args)
+    assert (sampler.batch_size, sampler.repeat_count, sampler.epochs_per_stage) == (6, 6, [2, 2])
+    assert sampler.chunk_indices(0) == np.argsort(se, kind="stable")[:6].tolist()  # SE order, no shuffle
+
+
+def test_the_column_is_validated_once_per_dataset(monkeypatch):
+    """Preflight, the trainer's constructor and its sampler each ask; the column is read and checked once, and a
+    changed dataset (a new fingerprint) is checked anew."""
+    import sec_trl.curriculum as curriculum
+    from sec_trl.preflight import check_curriculum_fits
+
+    checked = []
+    real = curriculum._check_values
+    monkeypatch.setattr(curriculum, "_check_values", lambda values, what: checked.append(what) or real(values, what))
+    args = curriculum_config(curriculum_epochs_per_stage=1)
+    # content no other test uses: datasets' fingerprint of in-memory data follows its content
+    ds = Dataset.from_dict({"prompt": [f"validated once {i}" for i in range(24)], "semantic_entropy": make_se(24)})
+    check_curriculum_fits(len(ds), args, ds)  # train.py's preflight
+    assert validate_semantic_entropy_column(ds, "semantic_entropy") == list(ds["semantic_entropy"])  # the trainer
+    curriculum.build_curriculum_sampler(ds, args)  # the trainer's sampler
+    assert [what for what in checked if what.startswith("Semantic-entropy column")] == [
+        "Semantic-entropy column 'semantic_entropy'"
+    ]
+    bad = ds.map(lambda row, i: {"semantic_entropy": -1.0 if i == 3 else row["semantic_entropy"]}, with_indices=True)
+    with pytest.raises(ValueError, match="1 negative value"):
+        validate_semantic_entropy_column(bad, "semantic_entropy")
+    with pytest.raises(ValueError, match="1 negative value"):  # a failure is not remembered as a success
+        validate_semantic_entropy_column(bad, "semantic_entropy")
+
+
+def test_preflight_builds_one_placeholder_sampler():
+    from sec_trl.curriculum import placeholder_sampler
+
+    args = curriculum_config()
+    assert placeholder_sampler(24, args) is placeholder_sampler(24, curriculum_config())
+    assert placeholder_sampler(24, args) is not placeholder_sampler(36, args)
+    assert placeholder_sampler(24, args) is not placeholder_sampler(24, curriculum_config(seed=6))
+
+
+@pytest.mark.parametrize("repeat,gas", [(1, 1), (2, 1), (3, 2), (2, 4), (4, 2), (6, 3), (1, 3)])
+def test_stage_of_step_and_stage_starts(repeat, gas):
+    """One mapping from optimizer steps to stages: the stage of a step's last micro-batch. Where a stage restart is
+    allowed (repeat_count a multiple of the accumulation) it is also the stage of its first; the step preflight
+    names for a stage is the one that trains that stage's first micro-batch."""
+    from sec_trl.curriculum import chunk_of_micro_step, stage_of_step, stage_start_steps
+
+    sampler = make_sampler(n=30, batch_size=2, repeat_count=repeat, num_stages=3, epochs_per_stage=[1, 2, 1])
+    micro_per_pass = sampler.num_chunks * repeat
+    steps = range(3 * micro_per_pass // gas)  # three passes: the curriculum replays
+    for step in steps:
+        last_micro = (step + 1) * gas - 1
+        assert (
+            stage_of_step(sampler, step, gas)
+            == sampler.chunk_info((last_micro // repeat) % sampler.num_chunks)["stage"]
+        )
+        if repeat % gas == 0:
+            first = sampler.chunk_info((step * gas // repeat) % sampler.num_chunks)["stage"]
+            assert stage_of_step(sampler, step, gas) == first
+    assert stage_of_step(sampler, np.arange(len(steps)), gas).tolist() == [
+        stage_of_step(sampler, s, gas) for s in steps
+    ]
+    micro = np.arange(3 * micro_per_pass)
+    assert chunk_of_micro_step(sampler, micro).tolist() == [m // repeat % sampler.num_chunks for m in micro]
+    assert chunk_of_micro_step(sampler, micro, replay=False)[-1] == sampler.num_chunks - 1
+    one_pass = stage_start_steps(sampler, gas)
+    assert one_pass == [0] + [sampler.stage_start_chunks[s] * repeat // gas for s in (1, 2)]
+    everything = stage_start_steps(sampler, gas, len(steps))
+    assert everything[:3] == one_pass and len(everything) == 9  # stage 0 starts again each pass
+
+
+@pytest.mark.parametrize("repeat,gas", [(1, 3), (1, 4), (2, 5)])
+def test_one_pass_ends_with_the_last_stage_even_when_steps_span_stages(repeat, gas):
+    """A last stage of one rollout batch, in an optimizer step that also trains the stage before: one pass still
+    ends with the last stage's start (preflight's warning needs it), never the replay's stage 0."""
+    from sec_trl.curriculum import stage_of_step, stage_start_steps
+
+    sampler = make_sampler(n=12, batch_size=2, repeat_count=repeat, num_stages=2, epochs_per_stage=[5, 1])
+    starts = stage_start_steps(sampler, gas)
+    assert starts[-1] == sampler.stage_start_chunks[1] * repeat // gas
+    assert stage_of_step(sampler, starts[-1], gas, replay=False) == 1

@@ -10,12 +10,12 @@ from huggingface_hub import ModelCard
 from sec_trl.hub import push_failure_message
 from sec_trl.model_card import (
     SE_HISTOGRAM_FILENAME,
-    _redact,
     _series,
     assert_card_is_clean,
     plot_training_curves,
     render_model_card,
 )
+from sec_trl.publishing import redact
 
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -267,7 +267,7 @@ def test_render_refuses_a_card_that_leaks_the_output_dir(args, tmp_path):
 
 
 def test_tokens_are_redacted(args, tmp_path, monkeypatch):
-    assert _redact(f"a {SECRET} b {SECRET}", [SECRET, None, ""]) == "a [REDACTED] b [REDACTED]"
+    assert redact(f"a {SECRET} b {SECRET}", [SECRET, None, ""]) == "a [REDACTED] b [REDACTED]"
     monkeypatch.setenv("HF_TOKEN", "hf_fromtheenvironment42")
     text = render_model_card(
         output_dir=tmp_path / "run",

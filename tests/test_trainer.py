@@ -505,6 +505,24 @@ def test_curriculum_feeds_low_then_high_semantic_entropy(tiny_model_dir, tmp_pat
     assert "semantic_entropy/mean" in trainer.state.log_history[0]
 
 
+def test_the_trainer_checks_the_semantic_entropy_column_once(tiny_model_dir, tmp_path, monkeypatch):
+    """The constructor (before the model loads) and the sampler read one validated column."""
+    import sec_trl.curriculum as curriculum
+
+    checked = []
+    real = curriculum._check_values
+    monkeypatch.setattr(curriculum, "_check_values", lambda values, what: checked.append(what) or real(values, what))
+    se = [0.75, 0.15, 0.55, 0.35, 0.05, 0.65, 0.25, 0.45]  # values no other test uses (the cache is by content)
+    dataset = tiny_dataset(8).add_column("semantic_entropy", se)
+    args = make_config(tmp_path, curriculum=True, max_steps=1, steps_per_generation=2, num_train_epochs=1)
+    trainer = SETGRPOTrainer(model=tiny_model_dir, reward_funcs=length_reward, args=args, train_dataset=dataset)
+    trainer.get_train_dataloader()
+    assert trainer._curriculum_sampler.semantic_entropy.tolist() == se
+    assert [what for what in checked if what.startswith("Semantic-entropy column")] == [
+        "Semantic-entropy column 'semantic_entropy'"
+    ]
+
+
 def test_curriculum_rejects_a_dataset_without_semantic_entropy_before_loading(tmp_path):
     args = make_config(tmp_path, curriculum=True)
     with pytest.raises(ValueError, match="semantic_entropy.*sec_trl.rank"):

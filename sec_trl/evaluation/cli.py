@@ -30,6 +30,8 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from sec_trl.publishing import write_text_atomic
+
 from .paper import PAPER_SETTINGS
 
 
@@ -264,7 +266,7 @@ def run(eval_args: EvalArguments, data_args, model_args, given: set[str] | None 
     """Evaluate as the CLI does; every process returns the report, the main process prints and writes it.
     ``given``: the field names the user set (see :func:`resolve_settings`)."""
     from sec_trl.generation import process_state
-    from sec_trl.script_args import display_name
+    from sec_trl.publishing import display_name
 
     from .metrics import mean_over_benchmarks, table_means
     from .paper import paper_reference, paper_relation
@@ -435,10 +437,7 @@ def write_report(report: dict, output_dir: str) -> str:
     """``output_dir/eval_results.json``, written atomically (a temporary file renamed into place)."""
     os.makedirs(output_dir, exist_ok=True)
     path = os.path.join(output_dir, RESULTS_FILENAME)
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(report, f, indent=2)
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(report, indent=2))
     logger.info("results written to %s", path)
     return path
 

@@ -21,6 +21,7 @@ from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
+from sec_trl.publishing import shown_path, write_json_atomic
 from sec_trl.ranking.params import (
     FINGERPRINT_FILENAME,
     FINGERPRINTED_UNLESS_DEFAULT,
@@ -29,7 +30,6 @@ from sec_trl.ranking.params import (
     SHARD_DIRNAME,
     RankingParams,
 )
-from sec_trl.script_args import shown_path
 
 
 logger = logging.getLogger(__name__)
@@ -48,7 +48,6 @@ __all__ = [
     "read_json",
     "save_dataset_atomically",
     "shard_path",
-    "write_json_atomic",
 ]
 
 RANKING_FORMAT_VERSION = 3
@@ -72,27 +71,6 @@ def _sec_trl_version() -> str:
         return importlib.metadata.version("sec_trl")
     except Exception:  # not installed (running from a checkout)
         return "unknown"
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write ``data`` as JSON to ``path`` through a temporary file and a rename (readers never see half a file)."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes 0600 files; use the usual modes
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=1, sort_keys=False)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
 
 
 def read_json(path: Path) -> Any | None:

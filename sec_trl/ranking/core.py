@@ -19,6 +19,7 @@ from sec_trl.data import PromptFormat
 from sec_trl.embedded import resolve_model_path
 from sec_trl.errors import work_phase
 from sec_trl.generation import process_state
+from sec_trl.publishing import model_display_name, shown_path, write_json_atomic
 from sec_trl.ranking.cache import (
     build_fingerprint,
     cache_dir,
@@ -28,7 +29,6 @@ from sec_trl.ranking.cache import (
     prune_caches,
     save_dataset_atomically,
     shard_path,
-    write_json_atomic,
 )
 from sec_trl.ranking.params import (
     HISTOGRAM_FILENAME,
@@ -39,7 +39,6 @@ from sec_trl.ranking.params import (
 )
 from sec_trl.ranking.report import ranking_meta, summarize_se, write_histogram
 from sec_trl.ranking.scoring import score_prompt
-from sec_trl.script_args import model_display_name, shown_path
 
 
 logger = logging.getLogger(__name__)

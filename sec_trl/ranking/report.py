@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from sec_trl.publishing import atomic_path
 from sec_trl.ranking.cache import hash_json, read_json
 from sec_trl.ranking.params import META_FILENAME, RankingParams
 
@@ -93,9 +94,8 @@ def write_histogram(path: Path, se: Sequence[float], accuracy: Sequence[float | 
         ax.legend(fontsize=8)
     fig.suptitle(title, fontsize=11)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}.png")
-    fig.savefig(tmp, dpi=110)
-    os.replace(tmp, path)
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=110)
 
 
 def ranking_meta(
