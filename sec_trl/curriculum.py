@@ -41,7 +41,8 @@ Stage numbers, epoch numbers and chunk indices are 0-based everywhere.
 Trainer integration notes
     * Every ``__iter__`` yields the identical stream (there is no ``set_epoch``): the whole curriculum is one
       pass, so the trainer should run ``num_train_epochs=1`` (a full pass is ``num_chunks * repeat_count``
-      dataloader batches, i.e. that many micro-steps); more trainer epochs replay the identical curriculum.
+      dataloader batches, i.e. that many micro-steps); more trainer epochs replay the identical curriculum, which
+      ``SETGRPOConfig`` refuses unless ``curriculum_replay`` accepts it (``CurriculumPlan`` maps steps to stages).
     * Resuming: HF ``Trainer`` rebuilds the dataloader and skips the consumed batches
       (``accelerate.skip_first_batches``); since the stream is deterministic, the resumed stream is exactly the
       uninterrupted one sliced after those batches. (Version caveat: the permutations come from numpy's PCG64

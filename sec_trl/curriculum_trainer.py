@@ -8,7 +8,9 @@ methods, and change nothing unless `curriculum` (and, for the restart, `curricul
 
 from __future__ import annotations
 
+import math
 import os
+from dataclasses import dataclass
 
 import torch
 from accelerate.logging import get_logger
@@ -42,6 +44,100 @@ def curriculum_sampler_settings(args) -> dict:
     }
 
 
+def run_length(args, steps_per_pass: int) -> int:
+    """Optimizer steps of the run, as transformers' Trainer counts them: `max_steps` when set, else
+    `ceil(num_train_epochs * steps per epoch)` (one epoch = one pass of the curriculum sampler)."""
+    if args.max_steps is not None and args.max_steps > 0:
+        return int(args.max_steps)
+    return math.ceil(args.num_train_epochs * steps_per_pass)
+
+
+@dataclass(frozen=True)
+class CurriculumPlan:
+    """How a run's optimizer steps map onto the curriculum's stages: the one place this is computed (the trainer's
+    stage restarts, per-stage LR schedule and logged stage, and train.py's preflight checks all use it).
+
+    One pass of the curriculum is one pass of the :class:`CurriculumSampler`: the stages low -> high once (each
+    `curriculum_epochs_per_stage` times). In GRPO each dataloader batch is one micro-batch and each rollout batch
+    (a chunk of the sampler) feeds `steps_per_generation * num_iterations` micro-batches, so a pass is
+    `num_chunks * generate_every` micro-batches, and transformers' Trainer makes it `ceil(that /
+    gradient_accumulation_steps)` optimizer steps (the last step of a pass may take fewer micro-batches). Every
+    further pass (a Trainer epoch) replays the same stream from stage 0.
+    """
+
+    chunk_stages: tuple[int, ...]
+    generate_every: int
+    gradient_accumulation_steps: int
+    total_steps: int
+
+    @classmethod
+    def from_sampler(cls, sampler: CurriculumSampler, args) -> CurriculumPlan:
+        stages = tuple(int(sampler.chunk_info(k)["stage"]) for k in range(sampler.num_chunks))
+        generate_every = args.steps_per_generation * args.num_iterations
+        gas = args.gradient_accumulation_steps
+        steps_per_pass = max(1, math.ceil(len(stages) * generate_every / gas))
+        return cls(stages, generate_every, gas, run_length(args, steps_per_pass))
+
+    @property
+    def num_stages(self) -> int:
+        return max(self.chunk_stages) + 1
+
+    @property
+    def micro_steps_per_pass(self) -> int:
+        return len(self.chunk_stages) * self.generate_every
+
+    @property
+    def steps_per_pass(self) -> int:
+        """Optimizer steps of one pass of the curriculum (one Trainer epoch)."""
+        return max(1, math.ceil(self.micro_steps_per_pass / self.gradient_accumulation_steps))
+
+    @property
+    def passes(self) -> float:
+        """Passes over the ranked prompts the run makes (> 1: the curriculum is replayed from stage 0)."""
+        return self.total_steps / self.steps_per_pass
+
+    def chunk_of(self, step: int, micro_batch: int = 0) -> int:
+        """The sampler chunk (rollout batch) feeding micro-batch `micro_batch` of optimizer step `step` (0-based)."""
+        micro = (step % self.steps_per_pass) * self.gradient_accumulation_steps + micro_batch
+        return min(micro // self.generate_every, len(self.chunk_stages) - 1)
+
+    def stage_of_step(self, step: int) -> int:
+        """Curriculum stage of the rollout batch that optimizer step `step` (0-based) starts with."""
+        return self.chunk_stages[self.chunk_of(step)]
+
+    def stage_steps(self) -> list[tuple[int, int]]:
+        """(first, last) optimizer step of each stage in one pass, 1-based as Trainer logs `step` (a step whose
+        micro-batches come from two stages counts in both)."""
+        gas, every = self.gradient_accumulation_steps, self.generate_every
+        out = []
+        for stage in range(self.num_stages):
+            first_chunk = self.chunk_stages.index(stage)
+            last_chunk = len(self.chunk_stages) - 1 - self.chunk_stages[::-1].index(stage)
+            out.append((first_chunk * every // gas + 1, ((last_chunk + 1) * every - 1) // gas + 1))
+        return out
+
+    def describe(self) -> str:
+        """The one log line of the schedule, e.g. `curriculum: 2 stages over 12 optimizer steps; stage 0 = steps
+        1-6, stage 1 = steps 7-12; 1 pass over the ranked prompts (one pass = 12 steps)`."""
+        parts = []
+        for stage, (first, last) in enumerate(self.stage_steps()):
+            if first > self.total_steps:
+                parts.append(f"stage {stage} = not reached (it would start at step {first})")
+            else:
+                parts.append(f"stage {stage} = steps {first}-{min(last, self.total_steps)}")
+        passes = self.passes
+        text = (
+            f"curriculum: {self.num_stages} stage{'s' if self.num_stages > 1 else ''} over {self.total_steps} "
+            f"optimizer steps; {', '.join(parts)}; {passes:.3g} pass{'es' if passes != 1 else ''} over the ranked "
+            f"prompts (one pass = {self.steps_per_pass} steps)"
+        )
+        if passes > 1:
+            restarts = list(range(self.steps_per_pass + 1, self.total_steps + 1, self.steps_per_pass))
+            shown = ", ".join(map(str, restarts[:3])) + (", ..." if len(restarts) > 3 else "")
+            text += f"; the curriculum is replayed from stage 0 at step {shown}"
+        return text
+
+
 class CurriculumTrainerMixin:
     """Semantic-entropy curriculum for a `GRPOTrainer` subclass (see the module docstring)."""
 
@@ -52,8 +148,10 @@ class CurriculumTrainerMixin:
         self._curriculum_sampler = CurriculumSampler.from_dataset(
             dataset, self.args.curriculum_se_column, **curriculum_sampler_settings(self.args)
         )
+        self._curriculum_plan = CurriculumPlan.from_sampler(self._curriculum_sampler, self.args)
         if self.accelerator.is_main_process:
             logger.info("Semantic-entropy curriculum:\n%s", self._curriculum_sampler.summary())
+            logger.info(self._curriculum_plan.describe())
         return self._curriculum_sampler
 
     # ------------------------------------------------------------------------------------ curriculum stage restart
@@ -77,19 +175,16 @@ class CurriculumTrainerMixin:
         """Micro-batches fed by one rollout batch (one chunk of the curriculum sampler)."""
         return self.args.steps_per_generation * self.num_iterations
 
-    def _micro_step(self) -> int:
-        """Micro-batches since the start of the run (`self._step` restarts at 0 on resume; `global_step` does not)."""
+    def _chunk_info(self) -> dict:
+        """The curriculum sampler's schedule entry of the rollout batch feeding the current micro-batch
+        (`self._step` restarts at 0 on resume; `global_step` does not)."""
         gas = self.args.gradient_accumulation_steps
-        return self.state.global_step * gas + self._step % gas
-
-    def _chunk_info(self, micro_step: int) -> dict:
-        """The curriculum sampler's schedule entry of the rollout batch that feeds micro-batch `micro_step`."""
-        sampler = self._curriculum_sampler
-        return sampler.chunk_info((micro_step // self._generate_every) % sampler.num_chunks)
+        chunk = self._curriculum_plan.chunk_of(self.state.global_step, self._step % gas)
+        return self._curriculum_sampler.chunk_info(chunk)
 
     def _stage_of_step(self, step: int) -> int:
         """Curriculum stage of the rollout batch that optimizer step `step` (0-based) starts with."""
-        return self._chunk_info(step * self.args.gradient_accumulation_steps)["stage"]
+        return self._curriculum_plan.stage_of_step(step)
 
     def _stage_start_steps(self, num_training_steps: int) -> list[int]:
         """Optimizer steps at which a stage starts: 0, then every step whose stage differs from the previous one."""
@@ -104,10 +199,11 @@ class CurriculumTrainerMixin:
         reference model is loaded from the checkpoint); one resumed from before the boundary restarts once. A
         rollout regenerated in the middle of a batch's span (TRL does so after a resume) is not a boundary.
         """
-        micro_step = self._micro_step()
+        gas = self.args.gradient_accumulation_steps
+        micro_step = self.state.global_step * gas + self._step % gas
         if micro_step == 0 or micro_step % self._generate_every != 0:
             return
-        step = micro_step // self.args.gradient_accumulation_steps
+        step = micro_step // gas
         if self._stage_of_step(step) == self._stage_of_step(step - 1):
             return
         if self.optimizer is not None:
@@ -184,7 +280,7 @@ class CurriculumTrainerMixin:
 
     def _log_curriculum_position(self, inputs):
         """Stage and progress from the sampler's schedule; the batch's SE range from the data itself."""
-        info = self._chunk_info(self._micro_step())
+        info = self._chunk_info()
         se = torch.tensor([float(x[self.args.curriculum_se_column]) for x in inputs], device=self.accelerator.device)
         # one collective for both ends of the range: (-min, max) per process, reduced by max
         extremes = self.accelerator.gather(torch.stack([-se.min(), se.max()]).reshape(1, 2)).amax(dim=0).tolist()

@@ -506,7 +506,7 @@ def test_curriculum_feeds_low_then_high_semantic_entropy(tiny_model_dir, tmp_pat
 
 
 def test_curriculum_rejects_a_dataset_without_semantic_entropy_before_loading(tmp_path):
-    args = make_config(tmp_path, curriculum=True)
+    args = make_config(tmp_path, curriculum=True, num_train_epochs=1)
     with pytest.raises(ValueError, match="semantic_entropy.*sec_trl.rank"):
         SETGRPOTrainer(
             model=str(tmp_path / "no-such-model"),
