@@ -99,6 +99,7 @@ class SETGRPOTrainer(CurriculumTrainerMixin, GRPOTrainer):
       validates the curriculum's semantic-entropy column and its length (a `max_steps` past one pass of the
       curriculum needs `curriculum_replay`) before the model loads, and warns once when the
       configuration makes the KL term inert (fully on-policy updates).
+    - `train`: first checks that every training prompt plus `max_completion_length` fits the model's context.
     - `_get_train_sampler`: with `args.curriculum`, a [`CurriculumSampler`] (low to high semantic entropy, in
       stages, same order on every process, same contract as TRL's `RepeatSampler`) instead of `RepeatSampler`.
     - `create_model_card`: the SENT card from `model_cards/` (settings, curves, citation, no local paths).
@@ -202,7 +203,6 @@ class SETGRPOTrainer(CurriculumTrainerMixin, GRPOTrainer):
         self._ref_model_restarted = False
         if args.curriculum_stage_restart:
             self._check_stage_restart_supported()
-        self._check_prompt_lengths()
         if args.reward_timeout is not None:  # every reward function (not reward models) bounded per call
             from .rewards import with_timeout
 
@@ -223,9 +223,15 @@ class SETGRPOTrainer(CurriculumTrainerMixin, GRPOTrainer):
             if self.accelerator.is_main_process:
                 warnings.warn(message, UserWarning, stacklevel=2)
 
+    def train(self, *args, **kwargs):
+        """`Trainer.train`, after checking that every training prompt fits the model's context."""
+        self._check_prompt_lengths()
+        return super().train(*args, **kwargs)
+
     def _check_prompt_lengths(self) -> None:
         """The longest training prompt plus `max_completion_length` fits the model's context, before training
-        (`sec_trl.preflight.check_prompt_lengths`; TRL never truncates prompts)."""
+        (`sec_trl.preflight.check_prompt_lengths`; TRL never truncates prompts). At `train()`, not construction,
+        so that building a trainer with TRL's defaults (512 completion tokens) on a small model stays possible."""
         from .preflight import check_prompt_lengths, model_context_length
 
         dataset = self.train_dataset

@@ -472,6 +472,16 @@ def prompt_length_check(given, env):
     return check_prompt_lengths([PromptFormat().apply(p) for p in prompts], tokenizer, context, completion_length)
 
 
+def trainer_train(given, env):
+    """A real tiny `SETGRPOTrainer` (tests/helpers) on the prompts ``given``, trained for one step."""
+    from datasets import Dataset
+    from helpers.trainer import make_trainer
+
+    data = Dataset.from_dict({"prompt": given, "answer": ["2"] * len(given)})
+    trainer = make_trainer(env.tiny_model_dir, env.tmp_path, train_dataset=data, max_steps=1)
+    trainer.train()
+
+
 LONG_PROMPT = "Add these numbers: " + " + ".join(["1"] * 7500)  # ~15k tokens
 
 
@@ -926,6 +936,12 @@ CASES = [
         (["What is 1 + 1?" + " Think." * 60], 480),
         error_message_of(prompt_length_check),
         Check(lambda m: "row 0 has" in m and "lower --max_completion_length to" in m, "the completion budget named"),
+    ),
+    case(
+        "10c-trainer-checks-before-training",
+        ["What is 1 + 1?", LONG_PROMPT],
+        trainer_train,
+        Raises(ValueError, "row 1 has"),
     ),
     case("10c-prompts-that-fit-pass", (["What is 1 + 1?", "Think. " * 200], 32), prompt_length_check, None),
     case(
