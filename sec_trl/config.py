@@ -72,6 +72,7 @@ NUMERIC_RANGES: dict[str, tuple[float, bool, float, bool]] = {
     "logging_steps": (0.0, True, _INF, True),
     "save_steps": (0.0, True, _INF, True),
     "semantic_entropy_time_budget": (0.0, True, _INF, True),
+    "reward_timeout": (0.0, True, _INF, True),
 }
 
 
@@ -117,7 +118,13 @@ class SETGRPOConfig(GRPOConfig):
         curriculum_epochs_per_stage (`int`, *optional*, defaults to `1`):
             Passes over each stage before the next one starts (the reference run used 5). >= 1. The whole
             curriculum is one pass of the sampler: keep `num_train_epochs=1` (each further Trainer epoch replays
-            the whole schedule from stage 0; without `max_steps`, any other value, TRL's default 3 included, warns).
+            the whole schedule from stage 0; see `curriculum_replay`).
+        curriculum_replay (`bool`, *optional*, defaults to `False`):
+            Accept a run longer than one pass of the curriculum. Without it, `curriculum=True` with
+            `num_train_epochs` unset (TRL's default 3) and no `max_steps` raises a `ValueError`, as does (in
+            `train.py` and `SETGRPOTrainer`, which know the dataset) a `max_steps` past one pass; an explicit
+            `num_train_epochs > 1` warns. `num_train_epochs` defaults to `None` here, meaning TRL's 3, so that an
+            unset value can be told from a given one.
         curriculum_shuffle_within_stage (`bool`, *optional*, defaults to `True`):
             Shuffle the prompts inside each stage (seeded by `seed`, stage and epoch), as in the reference run.
         curriculum_stage_restart (`bool`, *optional*, defaults to `False`):
@@ -145,8 +152,24 @@ class SETGRPOConfig(GRPOConfig):
             (each is also bounded by the 5 s per-answer timeout). N distinct hostile answers would otherwise cost up
             to N^2/2 timeouts every step; once the budget is spent the group's remaining comparisons count as "not
             equivalent" (their own clusters) and a warning says how many. > 0.
+        reward_timeout (`float` or `None`, *optional*, defaults to `None`):
+            Seconds one call of a reward function (TRL calls each once per batch of completions) may take. Past it
+            the call is abandoned (a synchronous reward runs in a helper thread, waited for with a timeout, so this
+            works in any thread; an async one under `asyncio.wait_for`) and training stops with a
+            `RewardTimeoutError` naming the reward: a hung reward fails loudly instead of hanging the run, and
+            scoring the batch NaN would silently train on the other rewards only. `None`: no limit. The built-in
+            accuracy reward is bounded per answer by `answer_timeout` already (a batch of N completions takes at
+            most about N times that). Reward models are not bounded.
     """
 
+    num_train_epochs: float | None = field(
+        default=None,
+        metadata={
+            "help": "Total number of training epochs to perform (if not an integer, the last epoch is partial). "
+            "Unset: 3, TRL's default; with --curriculum and no --max_steps, leaving it unset is an error (one pass "
+            "of the curriculum is --num_train_epochs 1; see --curriculum_replay)."
+        },
+    )
     token_regularizer: str = field(
         default="sent",
         metadata={
@@ -193,6 +216,15 @@ class SETGRPOConfig(GRPOConfig):
     curriculum_shuffle_within_stage: bool = field(
         default=True, metadata={"help": "Shuffle prompts inside each stage (seeded)."}
     )
+    curriculum_replay: bool = field(
+        default=False,
+        metadata={
+            "help": "Accept a run longer than one pass of the curriculum (stage 0 to the last stage once): with "
+            "num_train_epochs > 1, or a max_steps past one pass, each further pass replays the stages from stage "
+            "0. Default False: num_train_epochs left unset (TRL's 3) or such a max_steps is an error before any "
+            "model loads; an explicit num_train_epochs > 1 warns."
+        },
+    )
     curriculum_stage_restart: bool = field(
         default=False,
         metadata={
@@ -234,6 +266,14 @@ class SETGRPOConfig(GRPOConfig):
             "past it, the remaining comparisons count as 'not equivalent'. > 0."
         },
     )
+    reward_timeout: float | None = field(
+        default=None,
+        metadata={
+            "help": "Seconds one call of a reward function (one batch of completions) may take; past it the call is "
+            "abandoned and the run stops with a RewardTimeoutError naming the reward (checkpoints are kept). Unset "
+            "(default): no limit. Reward models are not bounded. > 0."
+        },
+    )
 
     def __post_init__(self):
         # Defaults that follow the hardware: TRL turns bf16 on whenever it is left unset, which transformers then
@@ -241,6 +281,10 @@ class SETGRPOConfig(GRPOConfig):
         # bf16=True is kept, and transformers' own error explains it).
         if self.bf16 is None and not self.fp16 and (self.use_cpu or not _bf16_accelerator_available()):
             self.bf16 = False
+        # num_train_epochs unset means TRL's 3; whether it was given decides what the curriculum does with it
+        self._num_train_epochs_given = self.num_train_epochs is not None
+        if self.num_train_epochs is None:
+            self.num_train_epochs = _GRPO_DEFAULTS["num_train_epochs"]
         super().__post_init__()
         self._validate_finite()
         self._validate_integers()
@@ -319,24 +363,40 @@ class SETGRPOConfig(GRPOConfig):
                     f"{self.steps_per_generation} * {self.num_iterations} must be a multiple of "
                     f"gradient_accumulation_steps={self.gradient_accumulation_steps}."
                 )
+        if self.curriculum_replay and not self.curriculum:
+            raise ValueError("curriculum_replay=True needs curriculum=True (there is no curriculum to replay).")
         if not self.curriculum:
             return
-        if (self.max_steps is None or self.max_steps <= 0) and self.num_train_epochs != 1:
-            # One pass of the curriculum sampler is the whole schedule (stage 0, ..., last stage, each
-            # curriculum_epochs_per_stage times); every further Trainer epoch replays all of it from stage 0.
-            warnings.warn(
-                f"curriculum=True with num_train_epochs={self.num_train_epochs:g} replays the whole curriculum "
-                f"(stage 0 to stage {self.curriculum_stages - 1}, each curriculum_epochs_per_stage="
-                f"{self.curriculum_epochs_per_stage} times) {self.num_train_epochs:g} times over; TRL's default is 3. "
-                "The curriculum schedule is one pass: set --num_train_epochs 1 and use --curriculum_epochs_per_stage "
-                "for more passes over each stage.",
-                UserWarning,
-                stacklevel=3,
-            )
+        self._validate_curriculum_epochs()
         if self.remove_unused_columns:
             raise ValueError(
                 f"curriculum=True needs the {self.curriculum_se_column!r} column in the batches, but "
                 "remove_unused_columns=True drops it; set --remove_unused_columns false."
+            )
+
+    def _validate_curriculum_epochs(self) -> None:
+        """One pass of the curriculum is the stages low -> high once; each further Trainer epoch replays it from
+        stage 0. Without `max_steps`, an unset `num_train_epochs` (TRL's default 3) would do so unsaid: an error,
+        unless `curriculum_replay` accepts it; an explicit value > 1 warns (`max_steps` past one pass is checked
+        against the dataset in `sec_trl.preflight.check_curriculum_replay`)."""
+        if (self.max_steps is not None and self.max_steps > 0) or self.curriculum_replay:
+            return
+        epochs = self.num_train_epochs
+        if not self._num_train_epochs_given:
+            raise ValueError(
+                f"curriculum=True with num_train_epochs unset (TRL's default {epochs:g}) and no max_steps would "
+                f"run the whole curriculum (stage 0 to stage {self.curriculum_stages - 1}) {epochs:g} times over. "
+                "One pass of the curriculum is --num_train_epochs 1 (use --curriculum_epochs_per_stage for more "
+                "passes over each stage); or set --max_steps N, or --curriculum_replay true to replay it."
+            )
+        if epochs > 1:
+            warnings.warn(
+                f"curriculum=True with num_train_epochs={epochs:g}: the curriculum (stage 0 to stage "
+                f"{self.curriculum_stages - 1}) repeats {epochs:g} times, each pass from stage 0. For more passes "
+                "over each stage use --num_train_epochs 1 with --curriculum_epochs_per_stage; "
+                "--curriculum_replay true accepts the replay without this warning.",
+                UserWarning,
+                stacklevel=4,
             )
 
     def _validate_token_regularizer(self) -> None:

@@ -41,7 +41,8 @@ Stage numbers, epoch numbers and chunk indices are 0-based everywhere.
 Trainer integration notes
     * Every ``__iter__`` yields the identical stream (there is no ``set_epoch``): the whole curriculum is one
       pass, so the trainer should run ``num_train_epochs=1`` (a full pass is ``num_chunks * repeat_count``
-      dataloader batches, i.e. that many micro-steps); more trainer epochs replay the identical curriculum.
+      dataloader batches, i.e. that many micro-steps); more trainer epochs replay the identical curriculum, which
+      ``SETGRPOConfig`` refuses unless ``curriculum_replay`` accepts it (``CurriculumPlan`` maps steps to stages).
     * Resuming: HF ``Trainer`` rebuilds the dataloader and skips the consumed batches
       (``accelerate.skip_first_batches``); since the stream is deterministic, the resumed stream is exactly the
       uninterrupted one sliced after those batches. (Version caveat: the permutations come from numpy's PCG64
@@ -51,8 +52,8 @@ Trainer integration notes
     * Mapping training steps to chunks: in GRPO each dataloader batch of one process is that process's slice of
       one generation batch, so the ``b``-th dataloader batch (0-based, counted from the start of the run, i.e. the
       ``b``-th micro-step) belongs to chunk ``b // repeat_count`` (:meth:`CurriculumSampler.chunk_index_of_batch`).
-      :func:`stage_of_step` and :func:`stage_start_steps` map optimizer steps to stages, for the trainer's stage
-      restart and for preflight's warning alike.
+      :class:`CurriculumPlan` maps optimizer steps to stages, for the trainer's stage restarts, learning-rate
+      schedule and logged stage and for preflight's checks alike.
     * One run builds its sampler from the config with :func:`build_curriculum_sampler`
       (:func:`curriculum_sampler_settings`); the semantic-entropy column is validated once per dataset
       (:func:`validate_semantic_entropy_column` keeps the result by the dataset's fingerprint), and preflight's
@@ -558,34 +559,95 @@ def _placeholder_sampler(num_prompts: int, settings: tuple) -> CurriculumSampler
     return CurriculumSampler(range(num_prompts), [float(i) for i in range(num_prompts)], **dict(settings))
 
 
-def chunk_of_micro_step(sampler: CurriculumSampler, micro_step, replay: bool = True):
-    """The rollout batch (chunk) that feeds micro-step ``micro_step`` (an int or an array; counted from the run's
-    start): ``micro_step // repeat_count``. Past the last one the curriculum replays from its first, as each trainer
-    epoch does (``replay=False``: it stays at the last)."""
-    chunks = np.asarray(micro_step, dtype=np.int64) // sampler.repeat_count
-    chunks = chunks % sampler.num_chunks if replay else np.minimum(chunks, sampler.num_chunks - 1)
-    return int(chunks) if chunks.ndim == 0 else chunks
+def run_length(args, steps_per_pass: int) -> int:
+    """Optimizer steps of the run, as transformers' Trainer counts them: `max_steps` when set, else
+    `ceil(num_train_epochs * steps per epoch)` (one epoch = one pass of the curriculum sampler)."""
+    if args.max_steps is not None and args.max_steps > 0:
+        return int(args.max_steps)
+    return math.ceil(args.num_train_epochs * steps_per_pass)
 
 
-def stage_of_step(sampler: CurriculumSampler, step, gradient_accumulation_steps: int, replay: bool = True):
-    """The curriculum stage that 0-based optimizer step ``step`` (an int or an array of them) reaches: the stage of
-    its last micro-batch, micro-step ``(step + 1) * gradient_accumulation_steps - 1``
-    (:func:`chunk_of_micro_step`). Every rollout batch starts an optimizer step when ``repeat_count`` is a multiple
-    of the accumulation (as a stage restart requires); then a step's first and last micro-batch are of one stage."""
-    last_micro_steps = (np.asarray(step, dtype=np.int64) + 1) * gradient_accumulation_steps - 1
-    stages = sampler._chunk_stage[chunk_of_micro_step(sampler, last_micro_steps, replay)]
-    return int(stages) if stages.ndim == 0 else stages
+@dataclass(frozen=True)
+class CurriculumPlan:
+    """How a run's optimizer steps map onto the curriculum's stages: the one place this is computed (the trainer's
+    stage restarts, per-stage LR schedule and logged stage, and train.py's preflight checks all use it).
 
+    One pass of the curriculum is one pass of the :class:`CurriculumSampler`: the stages low -> high once (each
+    `curriculum_epochs_per_stage` times). In GRPO each dataloader batch is one micro-batch and each rollout batch
+    (a chunk of the sampler) feeds `steps_per_generation * num_iterations` micro-batches, so a pass is
+    `num_chunks * generate_every` micro-batches, and transformers' Trainer makes it `ceil(that /
+    gradient_accumulation_steps)` optimizer steps (the last step of a pass may take fewer micro-batches). Every
+    further pass (a Trainer epoch) replays the same stream from stage 0.
+    """
 
-def stage_start_steps(
-    sampler: CurriculumSampler, gradient_accumulation_steps: int, num_training_steps: int | None = None
-) -> list[int]:
-    """The 0-based optimizer steps at which a stage starts (:func:`stage_of_step` differs from the step before's),
-    0 first: over ``num_training_steps``, or over one pass of the curriculum (one start per stage, in order; a
-    stage whose every micro-batch shares an optimizer step with the next stage's has none)."""
-    one_pass = num_training_steps is None
-    if one_pass:
-        num_training_steps = -(-sampler.num_chunks * sampler.repeat_count // gradient_accumulation_steps)
-    steps = np.arange(max(num_training_steps, 1))
-    stages = stage_of_step(sampler, steps, gradient_accumulation_steps, replay=not one_pass)
-    return [0, *(np.flatnonzero(stages[1:] != stages[:-1]) + 1).tolist()]
+    chunk_stages: tuple[int, ...]
+    generate_every: int
+    gradient_accumulation_steps: int
+    total_steps: int
+
+    @classmethod
+    def from_sampler(cls, sampler: CurriculumSampler, args) -> CurriculumPlan:
+        stages = tuple(int(sampler.chunk_info(k)["stage"]) for k in range(sampler.num_chunks))
+        generate_every = args.steps_per_generation * args.num_iterations
+        gas = args.gradient_accumulation_steps
+        steps_per_pass = max(1, math.ceil(len(stages) * generate_every / gas))
+        return cls(stages, generate_every, gas, run_length(args, steps_per_pass))
+
+    @property
+    def num_stages(self) -> int:
+        return max(self.chunk_stages) + 1
+
+    @property
+    def micro_steps_per_pass(self) -> int:
+        return len(self.chunk_stages) * self.generate_every
+
+    @property
+    def steps_per_pass(self) -> int:
+        """Optimizer steps of one pass of the curriculum (one Trainer epoch)."""
+        return max(1, math.ceil(self.micro_steps_per_pass / self.gradient_accumulation_steps))
+
+    @property
+    def passes(self) -> float:
+        """Passes over the ranked prompts the run makes (> 1: the curriculum is replayed from stage 0)."""
+        return self.total_steps / self.steps_per_pass
+
+    def chunk_of(self, step: int, micro_batch: int = 0) -> int:
+        """The sampler chunk (rollout batch) feeding micro-batch `micro_batch` of optimizer step `step` (0-based)."""
+        micro = (step % self.steps_per_pass) * self.gradient_accumulation_steps + micro_batch
+        return min(micro // self.generate_every, len(self.chunk_stages) - 1)
+
+    def stage_of_step(self, step: int) -> int:
+        """Curriculum stage of the rollout batch that optimizer step `step` (0-based) starts with."""
+        return self.chunk_stages[self.chunk_of(step)]
+
+    def stage_steps(self) -> list[tuple[int, int]]:
+        """(first, last) optimizer step of each stage in one pass, 1-based as Trainer logs `step` (a step whose
+        micro-batches come from two stages counts in both)."""
+        gas, every = self.gradient_accumulation_steps, self.generate_every
+        out = []
+        for stage in range(self.num_stages):
+            first_chunk = self.chunk_stages.index(stage)
+            last_chunk = len(self.chunk_stages) - 1 - self.chunk_stages[::-1].index(stage)
+            out.append((first_chunk * every // gas + 1, ((last_chunk + 1) * every - 1) // gas + 1))
+        return out
+
+    def describe(self) -> str:
+        """The one log line of the schedule, e.g. `curriculum: 2 stages over 12 optimizer steps; stage 0 = steps
+        1-6, stage 1 = steps 7-12; 1 pass over the ranked prompts (one pass = 12 steps)`."""
+        parts = []
+        for stage, (first, last) in enumerate(self.stage_steps()):
+            if first > self.total_steps:
+                parts.append(f"stage {stage} = not reached (it would start at step {first})")
+            else:
+                parts.append(f"stage {stage} = steps {first}-{min(last, self.total_steps)}")
+        passes = self.passes
+        text = (
+            f"curriculum: {self.num_stages} stage{'s' if self.num_stages > 1 else ''} over {self.total_steps} "
+            f"optimizer steps; {', '.join(parts)}; {passes:.3g} pass{'es' if passes != 1 else ''} over the ranked "
+            f"prompts (one pass = {self.steps_per_pass} steps)"
+        )
+        if passes > 1:
+            restarts = list(range(self.steps_per_pass + 1, self.total_steps + 1, self.steps_per_pass))
+            shown = ", ".join(map(str, restarts[:3])) + (", ..." if len(restarts) > 3 else "")
+            text += f"; the curriculum is replayed from stage 0 at step {shown}"
+        return text

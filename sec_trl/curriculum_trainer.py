@@ -15,7 +15,7 @@ from accelerate.logging import get_logger
 from accelerate.utils import gather_object, is_peft_model
 from trl.trainer.callbacks import SyncRefModelCallback
 
-from .curriculum import build_curriculum_sampler, chunk_of_micro_step, stage_of_step, stage_start_steps
+from .curriculum import CurriculumPlan, build_curriculum_sampler
 from .rewards import checker_for, completion_text
 from .semantic_entropy import cluster_answers, discrete_semantic_entropy
 
@@ -34,8 +34,10 @@ class CurriculumTrainerMixin:
             return super()._get_train_sampler(dataset)
         dataset = self.train_dataset if dataset is None else dataset
         self._curriculum_sampler = build_curriculum_sampler(dataset, self.args)
+        self._curriculum_plan = CurriculumPlan.from_sampler(self._curriculum_sampler, self.args)
         if self.accelerator.is_main_process:
             logger.info("Semantic-entropy curriculum:\n%s", self._curriculum_sampler.summary())
+            logger.info(self._curriculum_plan.describe())
         return self._curriculum_sampler
 
     # ------------------------------------------------------------------------------------ curriculum stage restart
@@ -59,18 +61,21 @@ class CurriculumTrainerMixin:
         """Micro-batches fed by one rollout batch (one chunk of the curriculum sampler)."""
         return self.args.steps_per_generation * self.num_iterations
 
-    def _micro_step(self) -> int:
-        """Micro-batches since the start of the run (`self._step` restarts at 0 on resume; `global_step` does not)."""
+    def _chunk_info(self) -> dict:
+        """The curriculum sampler's schedule entry of the rollout batch feeding the current micro-batch
+        (`self._step` restarts at 0 on resume; `global_step` does not)."""
         gas = self.args.gradient_accumulation_steps
-        return self.state.global_step * gas + self._step % gas
-
-    def _chunk_info(self, micro_step: int) -> dict:
-        """The curriculum sampler's schedule entry of the rollout batch that feeds micro-batch `micro_step`."""
-        return self._curriculum_sampler.chunk_info(chunk_of_micro_step(self._curriculum_sampler, micro_step))
+        chunk = self._curriculum_plan.chunk_of(self.state.global_step, self._step % gas)
+        return self._curriculum_sampler.chunk_info(chunk)
 
     def _stage_of_step(self, step: int) -> int:
-        """Curriculum stage of optimizer step `step` (0-based; `sec_trl.curriculum.stage_of_step`)."""
-        return stage_of_step(self._curriculum_sampler, step, self.args.gradient_accumulation_steps)
+        """Curriculum stage of the rollout batch that optimizer step `step` (0-based) starts with."""
+        return self._curriculum_plan.stage_of_step(step)
+
+    def _stage_start_steps(self, num_training_steps: int) -> list[int]:
+        """Optimizer steps at which a stage starts: 0, then every step whose stage differs from the previous one."""
+        stages = [self._stage_of_step(step) for step in range(num_training_steps)]
+        return [0] + [step for step in range(1, num_training_steps) if stages[step] != stages[step - 1]]
 
     def _maybe_restart_stage(self):
         """At the first rollout batch of a new stage: fresh optimizer state and, with beta > 0, reference := policy.
@@ -80,10 +85,11 @@ class CurriculumTrainerMixin:
         reference model is loaded from the checkpoint); one resumed from before the boundary restarts once. A
         rollout regenerated in the middle of a batch's span (TRL does so after a resume) is not a boundary.
         """
-        micro_step = self._micro_step()
+        gas = self.args.gradient_accumulation_steps
+        micro_step = self.state.global_step * gas + self._step % gas
         if micro_step == 0 or micro_step % self._generate_every != 0:
             return
-        step = micro_step // self.args.gradient_accumulation_steps
+        step = micro_step // gas
         if self._stage_of_step(step) == self._stage_of_step(step - 1):
             return
         if self.optimizer is not None:
@@ -113,7 +119,7 @@ class CurriculumTrainerMixin:
 
         from transformers import get_scheduler
 
-        starts = stage_start_steps(self._curriculum_sampler, self.args.gradient_accumulation_steps, num_training_steps)
+        starts = self._stage_start_steps(num_training_steps)
         ends = [*starts[1:], num_training_steps]
         factors = []
         for start, end in zip(starts, ends, strict=True):
@@ -160,7 +166,7 @@ class CurriculumTrainerMixin:
 
     def _log_curriculum_position(self, inputs):
         """Stage and progress from the sampler's schedule; the batch's SE range from the data itself."""
-        info = self._chunk_info(self._micro_step())
+        info = self._chunk_info()
         se = torch.tensor([float(x[self.args.curriculum_se_column]) for x in inputs], device=self.accelerator.device)
         # one collective for both ends of the range: (-min, max) per process, reduced by max
         extremes = self.accelerator.gather(torch.stack([-se.min(), se.max()]).reshape(1, 2)).amax(dim=0).tolist()

@@ -370,10 +370,29 @@ def _check_columns(ds: Dataset, prompt_column: str, answer_column: str, where: s
         raise ValueError(f"Dataset{where} is empty (0 rows); nothing to train on.")
 
 
+CHAT_ROLES = ("system", "user", "assistant", "tool")
+"""The roles chat templates know; a prompt with another role, or with no user message, is trained on with a
+warning (:func:`_odd_roles`)."""
+
+
+def _odd_roles(prompt: list) -> str | None:
+    """What is odd about a valid chat prompt's roles (an unknown role; no user turn, e.g. only an assistant turn),
+    or None."""
+    roles = [m["role"] for m in prompt]
+    unknown = [r for r in roles if r not in CHAT_ROLES]
+    if unknown:
+        return f"role {unknown[0]!r}, not one of {', '.join(CHAT_ROLES)}"
+    if "user" not in roles:
+        return f"no user message (roles: {', '.join(roles)})"
+    return None
+
+
 def _scan_rows(ds: Dataset, prompt_column: str, answer_column: str):
-    """(bad prompts as (row, problem, value), rows with a missing answer, number of string prompts), in one pass."""
+    """(bad prompts as (row, problem, value), rows with a missing answer, number of string prompts, chat prompts
+    with odd roles as (row, what)), in one pass."""
     bad_prompts: list[tuple[int, str, object]] = []
     missing_answers: list[int] = []
+    odd_roles: list[tuple[int, str]] = []
     num_strings = 0
     index = 0
     for batch in ds.select_columns([prompt_column, answer_column]).iter(batch_size=1000):
@@ -383,10 +402,14 @@ def _scan_rows(ds: Dataset, prompt_column: str, answer_column: str):
                 bad_prompts.append((index, problem, prompt))
             elif isinstance(prompt, str):
                 num_strings += 1
+            else:
+                odd = _odd_roles(prompt)
+                if odd is not None:
+                    odd_roles.append((index, odd))
             if normalise_answer(answer) is None:
                 missing_answers.append(index)
             index += 1
-    return bad_prompts, missing_answers, num_strings
+    return bad_prompts, missing_answers, num_strings, odd_roles
 
 
 def validate_prompt_dataset(
@@ -403,7 +426,9 @@ def validate_prompt_dataset(
     Checks: the prompt and answer columns exist (the message lists the columns present and the flag that sets the
     name: ``--dataset_prompt_column`` / ``--dataset_answer_column``, with a suggestion), the dataset is not empty,
     every prompt is a non-empty string or a non-empty list of ``{"role", "content"}`` messages (the message counts
-    the bad rows and shows the first). Rows whose gold answer is missing (None, NaN, blank) are kept with a
+    the bad rows and shows the first). Chat prompts with a role outside ``system`` / ``user`` / ``assistant`` /
+    ``tool``, or with no user message (e.g. only an assistant turn), are kept with one warning naming the first
+    such row and role. Rows whose gold answer is missing (None, NaN, blank) are kept with a
     warning, as TRL does: the accuracy reward returns None for them and GRPO skips them; a dataset with no answer
     at all is an error.
 
@@ -416,7 +441,7 @@ def validate_prompt_dataset(
     where = f" {source!r}" if source else ""
     prompt_format = PromptFormat() if prompt_format is None else prompt_format
     _check_columns(ds, prompt_column, answer_column, where)
-    bad_prompts, missing_answers, num_strings = _scan_rows(ds, prompt_column, answer_column)
+    bad_prompts, missing_answers, num_strings, odd_roles = _scan_rows(ds, prompt_column, answer_column)
     if bad_prompts:
         i, problem, value = bad_prompts[0]
         raise ValueError(
@@ -438,6 +463,19 @@ def validate_prompt_dataset(
             len(missing_answers),
             len(ds),
             missing_answers[0],
+        )
+    if odd_roles:
+        row, what = odd_roles[0]
+        logger.warning(
+            "Prompt column %r%s: %d of %d chat prompts have unusual roles (first: row %d, %s); they are kept, but "
+            "a chat template may reject or mis-render them, and a prompt without a user turn asks the model "
+            "nothing.",
+            prompt_column,
+            where,
+            len(odd_roles),
+            len(ds),
+            row,
+            what,
         )
     ds = _rename(ds, prompt_column, PROMPT_COLUMN)
     if rename_answer:

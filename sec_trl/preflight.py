@@ -225,27 +225,139 @@ def check_curriculum_fits(num_prompts: int, args, dataset=None) -> None:
         ) from e
 
 
-def warn_if_curriculum_is_cut(num_prompts: int, args) -> int | None:
-    """Warn when ``max_steps`` ends the run before the curriculum's last stage starts; return the optimizer step at
-    which that stage starts (None without max_steps or with one stage)."""
-    if args.max_steps is None or args.max_steps <= 0 or args.curriculum_stages < 2:
-        return None
-    from .curriculum import placeholder_sampler, stage_start_steps
+def curriculum_plan(num_prompts: int, args):
+    """The run's :class:`sec_trl.curriculum.CurriculumPlan` (optimizer steps -> stages) on ``num_prompts``."""
+    from .curriculum import CurriculumPlan, placeholder_sampler
 
-    sampler = placeholder_sampler(num_prompts, args)
-    last = sampler.num_stages - 1
-    start_step = stage_start_steps(sampler, args.gradient_accumulation_steps)[-1] + 1  # 1-based
-    if args.max_steps < start_step:
+    return CurriculumPlan.from_sampler(placeholder_sampler(num_prompts, args), args)
+
+
+def check_curriculum_replay(num_prompts: int, args):
+    """A ``max_steps`` longer than one pass of the curriculum replays it from stage 0: a ``ValueError`` naming the
+    pass length and the fixes, unless ``curriculum_replay`` accepts it (``num_train_epochs`` left at TRL's default
+    is refused, and an explicit one > 1 warned about, by ``SETGRPOConfig`` itself). Returns the plan."""
+    plan = curriculum_plan(num_prompts, args)
+    if args.max_steps is not None and args.max_steps > 0 and plan.passes > 1 and not args.curriculum_replay:
+        raise ValueError(
+            f"--max_steps {args.max_steps} is longer than one pass of the curriculum ({plan.steps_per_pass} optimizer "
+            f"steps with {num_prompts} prompts: stage 0 to stage {plan.num_stages - 1} once), so the run would "
+            f"replay the whole curriculum from stage 0 ({plan.passes:.3g} passes). Use --max_steps "
+            f"{plan.steps_per_pass} or less, more passes over each stage with --curriculum_epochs_per_stage, or "
+            "--curriculum_replay true to replay it."
+        )
+    return plan
+
+
+def warn_if_curriculum_is_cut(num_prompts: int, args) -> int | None:
+    """Warn when the run (``max_steps``, or a ``num_train_epochs`` below 1) ends before the curriculum's last stage
+    starts; return the optimizer step (1-based) at which that stage starts (None with one stage)."""
+    if args.curriculum_stages < 2:
+        return None
+    plan = curriculum_plan(num_prompts, args)
+    start_step = plan.stage_steps()[-1][0]
+    if plan.total_steps < start_step:
+        what = f"max_steps={args.max_steps}" if args.max_steps > 0 else f"num_train_epochs={args.num_train_epochs:g}"
         logger.warning(
-            "max_steps=%d ends the run before the curriculum's last stage (stage %d of %d starts at optimizer step "
-            "%d): the highest-semantic-entropy prompts are never trained on. Raise --max_steps, or use fewer "
-            "--curriculum_stages / --curriculum_epochs_per_stage.",
-            args.max_steps,
-            last,
-            sampler.num_stages,
+            "%s ends the run before the curriculum's last stage (stage %d of %d starts at optimizer step %d; the "
+            "run has %d): the highest-semantic-entropy prompts are never trained on. Raise --max_steps, or use "
+            "fewer --curriculum_stages / --curriculum_epochs_per_stage.",
+            what,
+            plan.num_stages - 1,
+            plan.num_stages,
             start_step,
+            plan.total_steps,
         )
     return start_step
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# prompt length
+
+
+def model_context_length(model_config: Any, tokenizer: Any = None) -> int | None:
+    """The positions the model can attend over: ``max_position_embeddings`` (or ``n_positions``, ...) of its config
+    (the text config of a multimodal one), else the tokenizer's ``model_max_length`` when it is a real limit
+    (transformers puts ~1e30 there when the tokenizer does not know one); None when neither says."""
+    configs = [model_config, getattr(model_config, "text_config", None)]
+    for config in configs:
+        for name in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
+            value = getattr(config, name, None)
+            if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+                return value
+    value = getattr(tokenizer, "model_max_length", None)
+    if isinstance(value, int) and 0 < value < 10**7:
+        return value
+    return None
+
+
+def _text_bytes(prompt: Any) -> tuple[int, int]:
+    """(UTF-8 bytes of a prompt's text, number of messages): a cheap bound on its token count."""
+    if isinstance(prompt, str):
+        return len(prompt.encode("utf-8")), 1
+    size = 0
+    for message in prompt:
+        content = message.get("content") if isinstance(message, dict) else None
+        if isinstance(content, list):
+            content = "".join(str(p.get("text") or "") for p in content if isinstance(p, dict))
+        size += len(str(content or "").encode("utf-8"))
+    return size, len(prompt)
+
+
+def check_prompt_lengths(
+    prompts: Sequence[Any],
+    tokenizer: Any,
+    context: int | None,
+    max_completion_length: int,
+    chat_template_kwargs: dict | None = None,
+) -> None:
+    """Every prompt, as TRL tokenizes it (chat template, generation prompt, ``chat_template_kwargs``), plus
+    ``max_completion_length`` fits the model's ``context`` positions; else ``ValueError`` naming the first row that
+    does not, its length, and the fixes. TRL 1.16's GRPO has no ``max_prompt_length``: a prompt is never
+    truncated, and a too-long one trains with position ids past the model's table (transformers only warns).
+
+    Only prompts that may be too long are tokenized: a token covers at least one byte of the text, so a prompt
+    whose text bytes plus the chat template's tokens fit is skipped unread."""
+    from .generation import prompt_token_ids
+
+    if context is None:
+        return
+    budget = context - max_completion_length
+    if budget < 1:
+        raise ValueError(
+            f"--max_completion_length {max_completion_length} leaves no room for a prompt in the model's context of "
+            f"{context} positions; lower --max_completion_length below {context}."
+        )
+    overhead: int | None = None  # the chat template's own tokens per message, a default system prompt included
+    over: list[tuple[int, int]] = []
+    for row, prompt in enumerate(prompts):
+        size, messages = _text_bytes(prompt)
+        try:
+            if isinstance(prompt, str):
+                bound = size + 4
+            else:
+                if overhead is None:
+                    empty = [{"role": "user", "content": ""}]
+                    overhead = len(prompt_token_ids(tokenizer, empty, chat_template_kwargs)) + 16
+                bound = size + overhead * messages
+            if bound <= budget:
+                continue
+            length = len(prompt_token_ids(tokenizer, prompt, chat_template_kwargs))
+        except Exception:  # a prompt this tokenizer cannot render: TRL's own error, at generation
+            continue
+        if length > budget:
+            over.append((row, length))
+    if over:
+        row, length = over[0]
+        longest_row, longest = max(over, key=lambda item: item[1])
+        raise ValueError(
+            f"{len(over)} of {len(prompts)} training prompts do not fit the model's context of {context} positions "
+            f"with --max_completion_length {max_completion_length}: row {row} has {length} "
+            f"prompt tokens ({length} + {max_completion_length} > {context}; the longest, row {longest_row}, has "
+            f"{longest}). TRL's GRPO never truncates prompts (GRPOConfig has no --max_prompt_length): drop or shorten "
+            f"those rows (keep prompts at most {budget} tokens), "
+            + (f"lower --max_completion_length to {context - longest} or less, " if longest < context else "")
+            + "or use a model with a longer context."
+        )
 
 
 # --------------------------------------------------------------------------------------------------------------------

@@ -40,7 +40,7 @@ from sec_trl.answer_extraction import match_braces, reference_answer
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["accuracy_reward", "format_reward", "make_accuracy_reward"]
+__all__ = ["RewardTimeoutError", "accuracy_reward", "format_reward", "make_accuracy_reward", "with_timeout"]
 
 _DEFAULT_TIMEOUT = 5.0
 _checkers: dict[float, AnswerChecker] = {}
@@ -214,3 +214,71 @@ def format_reward(completions: Sequence[Any], **kwargs: Any) -> list[float]:
         [1.0, 0.0, 0.0, 0.0]
     """
     return [1.0 if _has_single_boxed_answer(completion_text(c)) else 0.0 for c in completions]
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# reward timeout
+
+
+class RewardTimeoutError(RuntimeError):
+    """A reward function did not return within ``reward_timeout`` seconds (see :func:`with_timeout`)."""
+
+
+def with_timeout(func: Callable, timeout: float, name: str | None = None) -> Callable:
+    """``func`` bounded to ``timeout`` seconds per call: a synchronous reward runs in a helper thread that the caller
+    waits for with ``join(timeout)`` (so it works in any thread, unlike ``signal.alarm``); an ``async`` one is awaited
+    under ``asyncio.wait_for``. Past the timeout the call is abandoned and :class:`RewardTimeoutError` raised, naming
+    the reward and the setting; the helper thread cannot be killed and is left to finish (a daemon thread: it does
+    not keep the process alive). The result is picklable when ``func`` is, and keeps its name."""
+    if not timeout > 0:
+        raise ValueError(f"reward_timeout must be > 0 seconds, got {timeout!r}")
+    from trl.trainer.utils import get_callable_name, is_async_callable
+
+    name = name or get_callable_name(func)
+    wrapper = _TimedAsyncReward if is_async_callable(func) else _TimedReward
+    return wrapper(func, float(timeout), name)
+
+
+class _TimedReward:
+    def __init__(self, func: Callable, timeout: float, name: str):
+        self.func, self.timeout, self.__name__ = func, timeout, name
+
+    def _timed_out(self, kwargs: dict) -> RewardTimeoutError:
+        count = len(kwargs.get("completions") or [])
+        return RewardTimeoutError(
+            f"reward function {self.__name__!r} did not return within reward_timeout={self.timeout:g} s (a batch of "
+            f"{count} completions); the call was abandoned and the run stops. Fix the reward (a hang, a network "
+            "call without its own timeout, a lock) or raise --reward_timeout; checkpoints saved so far are kept "
+            "(--resume_from_checkpoint true continues from the newest)."
+        )
+
+    def __call__(self, *args: Any, **kwargs: Any):
+        outcome: dict[str, Any] = {}
+
+        def target():
+            try:
+                outcome["value"] = self.func(*args, **kwargs)
+            except BaseException as exc:  # re-raised in the caller's thread
+                outcome["error"] = exc
+
+        thread = threading.Thread(target=target, name=f"reward {self.__name__}", daemon=True)
+        thread.start()
+        thread.join(self.timeout)
+        if thread.is_alive():
+            raise self._timed_out(kwargs)
+        if "error" in outcome:
+            raise outcome["error"]
+        return outcome["value"]
+
+    def __repr__(self) -> str:
+        return f"with_timeout({self.func!r}, {self.timeout:g})"
+
+
+class _TimedAsyncReward(_TimedReward):
+    async def __call__(self, *args: Any, **kwargs: Any):
+        import asyncio
+
+        try:
+            return await asyncio.wait_for(self.func(*args, **kwargs), self.timeout)
+        except asyncio.TimeoutError:
+            raise self._timed_out(kwargs) from None

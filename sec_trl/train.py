@@ -91,6 +91,16 @@ class SENTScriptArguments(DatasetArguments):
         },
     )
 
+    def __post_init__(self):
+        # a recipe's scalar `reward_funcs: accuracy` (YAML gives a string, not a list) is the one-element list;
+        # iterated as a string it would be the rewards 'a', 'c', 'c', ...
+        if isinstance(self.reward_funcs, str):
+            self.reward_funcs = [self.reward_funcs]
+
+
+# train.py's flags for the ranking's fields (RankingParams' own names are python -m sec_trl.rank's flags)
+RANKING_FLAGS = {"num_samples": "se_num_samples", "max_new_tokens": "se_max_new_tokens", "estimator": "se_estimator"}
+
 
 def main(script_args: SENTScriptArguments, training_args, model_args) -> None:
     from accelerate import PartialState
@@ -101,6 +111,7 @@ def main(script_args: SENTScriptArguments, training_args, model_args) -> None:
     from sec_trl.preflight import (
         build_reward_funcs,
         check_curriculum_fits,
+        check_curriculum_replay,
         check_report_to,
         check_reward_columns,
         check_reward_weights,
@@ -126,7 +137,10 @@ def main(script_args: SENTScriptArguments, training_args, model_args) -> None:
     check_reward_weights(training_args.reward_weights, reward_funcs)
     if training_args.curriculum:
         check_curriculum_fits(len(train_dataset), training_args, train_dataset)
+        check_curriculum_replay(len(train_dataset), training_args)
         warn_if_curriculum_is_cut(len(train_dataset), training_args)
+        if training_args.curriculum_se_column not in train_dataset.column_names:
+            ranking_params(script_args, training_args, dtype=model_args.dtype)  # the ranking's flags, checked
     resume = resolve_resume(training_args.resume_from_checkpoint, training_args.output_dir)
     logger.info("dataset: %s, %d prompts", script_args.dataset_shown(), len(train_dataset))
 
@@ -140,6 +154,7 @@ def main(script_args: SENTScriptArguments, training_args, model_args) -> None:
         **(training_args.model_init_kwargs or {}),
     }
     logger.info("model: %s; token_regularizer=%s", model_shown, training_args.token_regularizer)
+    check_prompts_fit_model(train_dataset, model_path, model_args, training_args)  # tokenizer and config only
 
     # 2b. the semantic-entropy ranking the curriculum needs (cached and resumable; skipped if the column exists)
     se_histogram = None
@@ -263,31 +278,66 @@ def resolve_model(model_args) -> tuple[str, str]:
     return resolve_model_path(model_args.model_name_or_path), model_display_name(model_args.model_name_or_path)
 
 
+def check_prompts_fit_model(train_dataset, model_path: str, model_args, training_args) -> None:
+    """The longest prompt plus --max_completion_length fits the model's context (`check_prompt_lengths`), from the
+    model's tokenizer and config alone, before the ranking and the weights load. A model whose tokenizer or config
+    cannot be read here is left to the trainer, which reports it (and checks the lengths again)."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    from sec_trl.generation import parse_chat_template_kwargs
+    from sec_trl.preflight import check_prompt_lengths, model_context_length
+
+    options = {"revision": model_args.model_revision, "trust_remote_code": training_args.trust_remote_code}
+    try:
+        config = AutoConfig.from_pretrained(model_path, **options)
+        tokenizer = AutoTokenizer.from_pretrained(model_path, **options)
+    except Exception:  # not a loadable model here: the trainer's own error comes when it loads it
+        return
+    check_prompt_lengths(
+        train_dataset["prompt"],
+        tokenizer,
+        model_context_length(config, tokenizer),
+        training_args.max_completion_length,
+        parse_chat_template_kwargs(training_args.chat_template_kwargs),
+    )
+
+
+def ranking_params(script_args: SENTScriptArguments, training_args, *, dtype: str | None = "auto"):
+    """The :class:`RankingParams` of the ranking train.py runs for the curriculum, checked: an error names train.py's
+    flag (``--se_num_samples``, not the ranking script's ``--num_samples``)."""
+    from sec_trl.ranking.params import RankingParamError, RankingParams
+
+    try:
+        return RankingParams(
+            num_samples=script_args.se_num_samples,
+            max_new_tokens=script_args.se_max_new_tokens or training_args.max_completion_length,
+            seed=training_args.seed,
+            cluster_method=training_args.se_cluster_method,
+            lexical_threshold=training_args.se_lexical_threshold,
+            estimator=script_args.se_estimator,
+            answer_timeout=training_args.answer_timeout,
+            dtype="auto" if dtype is None else str(dtype),
+            trust_remote_code=training_args.trust_remote_code,
+            use_vllm=bool(training_args.use_vllm),
+            vllm_gpu_memory_utilization=training_args.vllm_gpu_memory_utilization,
+            temperature=training_args.temperature,  # the rollouts' sampling, as in the reference
+            top_p=training_args.top_p,
+            chat_template_kwargs=training_args.chat_template_kwargs,  # the prompts as the trainer renders them
+        )
+    except RankingParamError as exc:
+        raise ValueError(exc.with_flag(RANKING_FLAGS.get(exc.field_name, exc.field_name))) from None
+
+
 def rank_for_curriculum(
     train_dataset, model_path: str, script_args: SENTScriptArguments, training_args, *, dtype: str | None = "auto"
 ):
     """Rank the training prompts by semantic entropy (cached, resumable), with vLLM when the training uses it, with
     the clustering and answer timeout of the run's online semantic entropy and the model in ``dtype``."""
     from sec_trl.data import PromptFormat
-    from sec_trl.rank import HISTOGRAM_FILENAME, RankingParams, ensure_ranked
+    from sec_trl.rank import HISTOGRAM_FILENAME, ensure_ranked
 
     ranking_dir = script_args.se_ranking_dir or os.path.join(training_args.output_dir, "se_ranking")
-    params = RankingParams(
-        num_samples=script_args.se_num_samples,
-        max_new_tokens=script_args.se_max_new_tokens or training_args.max_completion_length,
-        seed=training_args.seed,
-        cluster_method=training_args.se_cluster_method,
-        lexical_threshold=training_args.se_lexical_threshold,
-        estimator=script_args.se_estimator,
-        answer_timeout=training_args.answer_timeout,
-        dtype="auto" if dtype is None else str(dtype),
-        trust_remote_code=training_args.trust_remote_code,
-        use_vllm=bool(training_args.use_vllm),
-        vllm_gpu_memory_utilization=training_args.vllm_gpu_memory_utilization,
-        temperature=training_args.temperature,  # the rollouts' sampling, as in the reference
-        top_p=training_args.top_p,
-        chat_template_kwargs=training_args.chat_template_kwargs,  # the prompts as the trainer renders them
-    )
+    params = ranking_params(script_args, training_args, dtype=dtype)
     logger.info(
         "Semantic-entropy ranking before training: %d prompts x %d samples x up to %d new tokens (%d generations, "
         "%s, %s; %s clustering, %s estimator); cached in %s, resumable. Rank once with `python -m sec_trl.rank` to "

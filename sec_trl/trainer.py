@@ -95,8 +95,10 @@ class SETGRPOTrainer(CurriculumTrainerMixin, GRPOTrainer):
       logged for `sent` / `kl_cov`, which do not clip. Around either, `cov/logp_advantage` is logged on every run
       from the log-probs of the loss's forward (`_get_per_token_logps_and_entropies` keeps them).
     - `__init__`: TRL's parameters, order and defaults (`tests/test_trainer.py` compares the signatures); it
-      validates the curriculum's semantic-entropy column before the model loads, and warns once when the
+      validates the curriculum's semantic-entropy column and its length (a `max_steps` past one pass of the
+      curriculum needs `curriculum_replay`) before the model loads, and warns once when the
       configuration makes the KL term inert (fully on-policy updates).
+    - `train`: first checks that every training prompt plus `max_completion_length` fits the model's context.
     - `_get_train_sampler`: with `args.curriculum`, a [`CurriculumSampler`] (low to high semantic entropy, in
       stages, same order on every process, same contract as TRL's `RepeatSampler`) instead of `RepeatSampler`.
     - `create_model_card`: the SENT card from `model_cards/` (settings, curves, citation, no local paths).
@@ -160,7 +162,11 @@ class SETGRPOTrainer(CurriculumTrainerMixin, GRPOTrainer):
             if train_dataset is None:
                 raise ValueError("curriculum=True needs a train_dataset with a semantic-entropy column.")
             validate_semantic_entropy_column(train_dataset, args.curriculum_se_column)
+            from .preflight import check_curriculum_replay
+
+            check_curriculum_replay(len(train_dataset), args)  # a max_steps past one pass of the curriculum
         self._curriculum_sampler: CurriculumSampler | None = None
+        self._curriculum_plan = None
         # the first failed checkpoint push (then no more are tried); see _push_checkpoint
         self.hub_push_failure: BaseException | None = None
         super().__init__(
@@ -189,6 +195,13 @@ class SETGRPOTrainer(CurriculumTrainerMixin, GRPOTrainer):
         self._ref_model_restarted = False
         if args.curriculum_stage_restart:
             self._check_stage_restart_supported()
+        if args.reward_timeout is not None:  # every reward function (not reward models) bounded per call
+            from .rewards import with_timeout
+
+            self.reward_funcs = [
+                f if isinstance(f, torch.nn.Module) else with_timeout(f, args.reward_timeout, name)
+                for f, name in zip(self.reward_funcs, self.reward_func_names, strict=True)
+            ]
         if args.token_regularizer in KL_TERM_REGULARIZERS and args.kl_term_is_inert:
             fix = args.kl_term_activating_settings()
             message = INERT_WARNING.format(
@@ -201,6 +214,30 @@ class SETGRPOTrainer(CurriculumTrainerMixin, GRPOTrainer):
             )
             if self.accelerator.is_main_process:
                 warnings.warn(message, UserWarning, stacklevel=2)
+
+    def train(self, *args, **kwargs):
+        """`Trainer.train`, after checking that every training prompt fits the model's context."""
+        self._check_prompt_lengths()
+        return super().train(*args, **kwargs)
+
+    def _check_prompt_lengths(self) -> None:
+        """The longest training prompt plus `max_completion_length` fits the model's context, before training
+        (`sec_trl.preflight.check_prompt_lengths`; TRL never truncates prompts). At `train()`, not construction,
+        so that building a trainer with TRL's defaults (512 completion tokens) on a small model stays possible."""
+        from .preflight import check_prompt_lengths, model_context_length
+
+        dataset = self.train_dataset
+        if not isinstance(dataset, Dataset) or "prompt" not in dataset.column_names:
+            return
+        tokenizer = getattr(self.processing_class, "tokenizer", self.processing_class)
+        model_config = getattr(self.accelerator.unwrap_model(self.model), "config", None)
+        check_prompt_lengths(
+            dataset["prompt"],
+            tokenizer,
+            model_context_length(model_config, tokenizer),
+            self.args.max_completion_length,
+            self.chat_template_kwargs or None,
+        )
 
     def create_model_card(self, model_name=None, dataset_name=None, tags=None, **kwargs):
         """The SENT card rendered from `model_cards/` (never TRL's generic one): `push_to_hub` and checkpoint saves

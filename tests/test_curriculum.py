@@ -372,7 +372,7 @@ def curriculum_config(**overrides):
     params = dict(output_dir="o", report_to="none", num_generations=2, per_device_train_batch_size=4)
     params.update(steps_per_generation=3, gradient_accumulation_steps=1, num_iterations=2, seed=5)
     params.update(curriculum=True, curriculum_stages=2, curriculum_epochs_per_stage=2)
-    params.update(curriculum_shuffle_within_stage=False)
+    params.update(curriculum_shuffle_within_stage=False, num_train_epochs=1)
     params.update(overrides)
     return SETGRPOConfig(**params)
 
@@ -431,44 +431,48 @@ def test_preflight_builds_one_placeholder_sampler():
     assert placeholder_sampler(24, args) is not placeholder_sampler(24, curriculum_config(seed=6))
 
 
-@pytest.mark.parametrize("repeat,gas", [(1, 1), (2, 1), (3, 2), (2, 4), (4, 2), (6, 3), (1, 3)])
-def test_stage_of_step_and_stage_starts(repeat, gas):
-    """One mapping from optimizer steps to stages: the stage of a step's last micro-batch. Where a stage restart is
-    allowed (repeat_count a multiple of the accumulation) it is also the stage of its first; the step preflight
-    names for a stage is the one that trains that stage's first micro-batch."""
-    from sec_trl.curriculum import chunk_of_micro_step, stage_of_step, stage_start_steps
+def _plan(sampler, repeat, gas, passes=3):
+    from types import SimpleNamespace
 
+    from sec_trl.curriculum import CurriculumPlan
+
+    steps_per_pass = -(-sampler.num_chunks * repeat // gas)
+    args = SimpleNamespace(
+        steps_per_generation=repeat,
+        num_iterations=1,
+        gradient_accumulation_steps=gas,
+        max_steps=passes * steps_per_pass,
+    )
+    return CurriculumPlan.from_sampler(sampler, args), steps_per_pass
+
+
+@pytest.mark.parametrize("repeat,gas", [(1, 1), (2, 1), (3, 2), (2, 4), (4, 2), (6, 3), (1, 3)])
+def test_the_plan_maps_steps_to_stages_as_the_trainer_feeds_them(repeat, gas):
+    """One mapping from optimizer steps to stages (`CurriculumPlan`), checked against the micro-batches each step
+    takes, enumerated by brute force: a step's stage is its first micro-batch's; a stage's (first, last) steps are
+    the steps that train any of its micro-batches; each pass (Trainer epoch) replays the same steps."""
     sampler = make_sampler(n=30, batch_size=2, repeat_count=repeat, num_stages=3, epochs_per_stage=[1, 2, 1])
+    plan, steps_per_pass = _plan(sampler, repeat, gas)
     micro_per_pass = sampler.num_chunks * repeat
-    steps = range(3 * micro_per_pass // gas)  # three passes: the curriculum replays
-    for step in steps:
-        last_micro = (step + 1) * gas - 1
-        assert (
-            stage_of_step(sampler, step, gas)
-            == sampler.chunk_info((last_micro // repeat) % sampler.num_chunks)["stage"]
-        )
-        if repeat % gas == 0:
-            first = sampler.chunk_info((step * gas // repeat) % sampler.num_chunks)["stage"]
-            assert stage_of_step(sampler, step, gas) == first
-    assert stage_of_step(sampler, np.arange(len(steps)), gas).tolist() == [
-        stage_of_step(sampler, s, gas) for s in steps
-    ]
-    micro = np.arange(3 * micro_per_pass)
-    assert chunk_of_micro_step(sampler, micro).tolist() == [m // repeat % sampler.num_chunks for m in micro]
-    assert chunk_of_micro_step(sampler, micro, replay=False)[-1] == sampler.num_chunks - 1
-    one_pass = stage_start_steps(sampler, gas)
-    assert one_pass == [0] + [sampler.stage_start_chunks[s] * repeat // gas for s in (1, 2)]
-    everything = stage_start_steps(sampler, gas, len(steps))
-    assert everything[:3] == one_pass and len(everything) == 9  # stage 0 starts again each pass
+    assert (plan.steps_per_pass, plan.passes, plan.num_stages) == (steps_per_pass, 3, 3)
+    stages_of = []  # per step of one pass: the stages of its micro-batches, in order
+    for step in range(steps_per_pass):
+        micros = range(step * gas, min((step + 1) * gas, micro_per_pass))
+        stages_of.append([sampler.chunk_info(m // repeat)["stage"] for m in micros])
+    for step in range(3 * steps_per_pass):
+        assert plan.stage_of_step(step) == stages_of[step % steps_per_pass][0]
+    for stage, (first, last) in enumerate(plan.stage_steps()):
+        having = [k + 1 for k, stages in enumerate(stages_of) if stage in stages]
+        assert (first, last) == (having[0], having[-1])
+    assert plan.stage_steps()[1][0] == sampler.stage_start_chunks[1] * repeat // gas + 1
 
 
 @pytest.mark.parametrize("repeat,gas", [(1, 3), (1, 4), (2, 5)])
 def test_one_pass_ends_with_the_last_stage_even_when_steps_span_stages(repeat, gas):
     """A last stage of one rollout batch, in an optimizer step that also trains the stage before: one pass still
-    ends with the last stage's start (preflight's warning needs it), never the replay's stage 0."""
-    from sec_trl.curriculum import stage_of_step, stage_start_steps
-
+    names the last stage's first step (preflight's warning needs it), never the replay's stage 0."""
     sampler = make_sampler(n=12, batch_size=2, repeat_count=repeat, num_stages=2, epochs_per_stage=[5, 1])
-    starts = stage_start_steps(sampler, gas)
-    assert starts[-1] == sampler.stage_start_chunks[1] * repeat // gas
-    assert stage_of_step(sampler, starts[-1], gas, replay=False) == 1
+    plan, _ = _plan(sampler, repeat, gas, passes=1)
+    first, last = plan.stage_steps()[-1]
+    assert first == sampler.stage_start_chunks[1] * repeat // gas + 1
+    assert last == plan.steps_per_pass

@@ -287,6 +287,254 @@ def rank_three_times(given, env):
     return generated
 
 
+# ------------------------------------------------------------------------- calls of items 4 and 10 (one block)
+
+
+def config_error(given, env):
+    """The message of the ValueError `SETGRPOConfig(**given)` raises (None if it builds)."""
+    try:
+        config(given, env)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
+def error_message_of(call):
+    """``call``'s ValueError message (None when it raises none)."""
+
+    def wrapped(given, env):
+        try:
+            call(given, env)
+        except ValueError as exc:
+            return str(exc)
+        return None
+
+    return wrapped
+
+
+CURRICULUM = {"curriculum": True, "remove_unused_columns": False, "steps_per_generation": 2}
+
+
+def curriculum_plan_line(given, env):
+    """The one log line of the curriculum's schedule (`CurriculumPlan.describe`), as the trainer logs it at the
+    start of training, for ``given = (num_prompts, config fields)``, after train.py's replay check."""
+    from sec_trl.preflight import check_curriculum_replay
+
+    num_prompts, fields = given
+    return check_curriculum_replay(num_prompts, config({**CURRICULUM, **fields}, env)).describe()
+
+
+def trainer_before_model(given, env):
+    """`SETGRPOTrainer` on a model that does not exist, with a ranked dataset of ``given[0]`` prompts and the
+    config fields ``given[1]``: an error about the configuration must come before the model loads."""
+    from datasets import Dataset
+
+    from sec_trl import SETGRPOTrainer
+
+    num_prompts, fields = given
+    data = Dataset.from_dict(
+        {
+            "prompt": [f"What is {i} + 1?" for i in range(num_prompts)],
+            "answer": [str(i + 1) for i in range(num_prompts)],
+            "semantic_entropy": [0.1 * i for i in range(num_prompts)],
+        }
+    )
+    args = config({**CURRICULUM, **fields}, env)
+    SETGRPOTrainer(model=str(env.tmp_path / "no-such-model"), reward_funcs=lambda completions, **k: [0.0], args=args,
+                   train_dataset=data)  # fmt: skip
+
+
+def train_cli_run(given, env):
+    """A full tiny train.py run on the tiny model: ``given`` = (dataset rows, extra flags)."""
+    rows, extra = given
+    data = write_jsonl(env.tmp_path / "d.jsonl", rows)
+    (env.tmp_path / "hostile_rewards.py").write_text(REWARD_MODULE + HANGING_REWARD)
+    flags = train_flags(
+        model_name_or_path=env.tiny_model_dir, dataset_name=data, output_dir=env.tmp_path / "out", **extra
+    )
+    start = time.monotonic()
+    result = run_train(flags, env.tmp_path, timeout=600)
+    return SimpleNamespace(
+        rc=result.returncode, stdout=result.stdout, stderr=result.stderr, seconds=time.monotonic() - start
+    )
+
+
+def ranked_rows(n):
+    return [{"prompt": f"What is {i} + 1?", "answer": str(i + 1), "semantic_entropy": 0.1 * i} for i in range(n)]
+
+
+def data_warnings(given, env):
+    """The warnings `validate_prompt_dataset` logs for the rows ``given`` (a real `datasets.Dataset`)."""
+    import logging
+
+    from datasets import Dataset
+
+    from sec_trl.data import validate_prompt_dataset
+
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logger = logging.getLogger("sec_trl.data")
+    logger.addHandler(handler)
+    try:
+        validate_prompt_dataset(Dataset.from_list(given))
+    finally:
+        logger.removeHandler(handler)
+    return [r.getMessage() for r in records if r.levelno >= logging.WARNING]
+
+
+HANGING_REWARD = """
+
+def hanging_reward(completions, **kwargs):
+    import threading
+
+    threading.Event().wait(120)  # a remote scorer that never answers
+    return [0.0 for _ in completions]
+"""
+
+
+def _hang(completions, **kwargs):
+    import threading
+
+    threading.Event().wait(60)
+    return [0.0] * len(completions)
+
+
+async def _async_hang(completions, **kwargs):
+    import asyncio
+
+    await asyncio.sleep(60)
+    return [0.0] * len(completions)
+
+
+def _raises(completions, **kwargs):
+    raise KeyError("the reward's own error")
+
+
+REWARDS = {"hang": _hang, "async_hang": _async_hang, "raises": _raises, "length": lambda completions, **k: [1.0]}
+
+
+def timed_reward_call(timeout, *, thread=False):
+    """`with_timeout(REWARDS[given], timeout)` called once (in a worker thread with ``thread``): the result or the
+    error, and the seconds the call took."""
+
+    def call(given, env):
+        import asyncio
+        import threading
+
+        from sec_trl.rewards import with_timeout
+
+        func = with_timeout(REWARDS[given], timeout)
+        outcome = {}
+
+        def run():
+            start = time.monotonic()
+            try:
+                value = func(completions=["a", "b"])
+                outcome["value"] = asyncio.run(value) if asyncio.iscoroutine(value) else value
+            except Exception as exc:
+                outcome["error"] = exc
+            outcome["seconds"] = time.monotonic() - start
+
+        if thread:
+            worker = threading.Thread(target=run)
+            worker.start()
+            worker.join(30)
+        else:
+            run()
+        return SimpleNamespace(**outcome)
+
+    return call
+
+
+def timed_out(timeout):
+    def ok(r):
+        return (
+            type(getattr(r, "error", None)).__name__ == "RewardTimeoutError"
+            and f"reward_timeout={timeout:g} s" in str(r.error)
+            and r.seconds < timeout + 5
+        )
+
+    return Check(ok, f"RewardTimeoutError after ~{timeout} s")
+
+
+def prompt_length_check(given, env):
+    """`check_prompt_lengths` of the prompts ``given[0]`` with the tiny model's real tokenizer and config (512
+    positions) and max_completion_length ``given[1]``."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    from sec_trl.data import PromptFormat
+    from sec_trl.preflight import check_prompt_lengths, model_context_length
+
+    prompts, completion_length = given
+    tokenizer = AutoTokenizer.from_pretrained(env.tiny_model_dir)
+    context = model_context_length(AutoConfig.from_pretrained(env.tiny_model_dir), tokenizer)
+    return check_prompt_lengths([PromptFormat().apply(p) for p in prompts], tokenizer, context, completion_length)
+
+
+def trainer_train(given, env):
+    """A real tiny `SETGRPOTrainer` (tests/helpers) on the prompts ``given``, trained for one step."""
+    from datasets import Dataset
+    from helpers.trainer import make_trainer
+
+    data = Dataset.from_dict({"prompt": given, "answer": ["2"] * len(given)})
+    trainer = make_trainer(env.tiny_model_dir, env.tmp_path, train_dataset=data, max_steps=1)
+    trainer.train()
+
+
+LONG_PROMPT = "Add these numbers: " + " + ".join(["1"] * 7500)  # ~15k tokens
+
+
+def parsed_train_yaml(given, env):
+    """train.py's parse of the recipe text ``given``: its reward_funcs."""
+    from sec_trl.train import make_parser
+
+    recipe = env.tmp_path / "recipe.yaml"
+    recipe.write_text(given)
+    script_args, _, _ = make_parser().parse_args_and_config(
+        args=["--config", str(recipe), "--output_dir", str(env.tmp_path / "o"), "--use_cpu", "true"]
+    )
+    return script_args.reward_funcs
+
+
+def ranking_lock_held(given, env):
+    """The ranking's output lock, taken while another holder has it."""
+    from filelock import FileLock
+
+    from sec_trl.ranking.core import _output_lock
+
+    out = env.tmp_path / "ranked"
+    out.mkdir()
+    other = FileLock(str(out / ".ranking.lock"))
+    other.acquire()
+    try:
+        with _output_lock(SimpleNamespace(state=SimpleNamespace(is_main_process=True), output_dir=out)):
+            pass
+    finally:
+        other.release()
+
+
+def bad_shard_warning(given, env):
+    """The warning for an unreadable cache shard (``given``: its bytes) in <output_dir>/shards/<fingerprint>/."""
+    import logging
+
+    from sec_trl.ranking.cache import load_shard
+
+    shard_dir = env.tmp_path / "ranked" / "shards" / "0123456789abcdef"
+    shard_dir.mkdir(parents=True)
+    (shard_dir / "shard-000000.json").write_bytes(given)
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logger = logging.getLogger("sec_trl.ranking.cache")
+    logger.addHandler(handler)
+    try:
+        load_shard(shard_dir, 0, "fingerprint", 0, 2)
+    finally:
+        logger.removeHandler(handler)
+    return SimpleNamespace(messages=[r.getMessage() for r in records], tmp=str(env.tmp_path))
+
+
 # ------------------------------------------------------------------------------------------------------------- table
 
 CASES = [
@@ -412,22 +660,6 @@ CASES = [
         train_cli_before_model,
         before_model_error("reward_weights has"),
     ),
-    # item 4: the curriculum is one pass of its sampler; TRL's default num_train_epochs=3 would replay it, unsaid
-    case(
-        "4-curriculum-with-default-epochs-warns",
-        {"curriculum": True, "remove_unused_columns": False},
-        config_warnings,
-        Check(
-            lambda w: any("num_train_epochs=3" in m and "curriculum_epochs_per_stage" in m for m in w),
-            "a warning naming num_train_epochs and curriculum_epochs_per_stage",
-        ),
-    ),
-    case(
-        "4-curriculum-with-one-epoch-is-quiet",
-        {"curriculum": True, "remove_unused_columns": False, "num_train_epochs": 1},
-        config_warnings,
-        Check(lambda w: not any("replays" in m for m in w), "no replay warning"),
-    ),
     # item 1: NaN / None rewards are logged as such and never end the run before the save and the push
     case(
         "1-log-table-none-and-nan",
@@ -485,6 +717,288 @@ CASES = [
     # item 5: one mistyped ranking flag does not cost the original run its cache
     case("5-rank-other-seed-then-original", {"seed": 7}, rank_three_times, [4, 4, 0]),
     case("5-rank-other-max_new_tokens-then-original", {"max_new_tokens": 2}, rank_three_times, [4, 4, 0]),
+    # ---- items 4 and 10 (one block) ----
+    # item 4: one pass of the curriculum = the stages low -> high once; TRL's default num_train_epochs=3 would replay
+    # it three times unsaid: an error naming the fixes; an explicit num_train_epochs > 1 warns; curriculum_replay
+    # accepts a replay; max_steps past one pass is refused too; the schedule is logged in one line
+    case(
+        "4-curriculum-with-default-epochs-is-an-error",
+        CURRICULUM,
+        config_error,
+        Check(
+            lambda m: (
+                m is not None
+                and all(
+                    s in m for s in ("TRL's default 3", "--num_train_epochs 1", "--max_steps N", "--curriculum_replay")
+                )
+            ),
+            "an error naming --num_train_epochs 1, --max_steps N and --curriculum_replay true",
+        ),
+    ),
+    case(
+        "4-cli-curriculum-with-default-epochs-fails-before-model",
+        {"curriculum": True, "remove_unused_columns": False},
+        train_cli_before_model,
+        before_model_error("--curriculum_replay true"),
+    ),
+    case(
+        "4-curriculum-explicit-epochs-warns-it-repeats",
+        {**CURRICULUM, "num_train_epochs": 2},
+        config_warnings,
+        Check(lambda w: any("repeats 2 times" in m for m in w), "a warning that the curriculum repeats 2 times"),
+    ),
+    case(
+        "4-curriculum-explicit-three-epochs-is-not-the-default",
+        {**CURRICULUM, "num_train_epochs": 3},
+        config_warnings,
+        Check(lambda w: any("repeats 3 times" in m for m in w), "warned, not refused: it was given"),
+    ),
+    case(
+        "4-curriculum-with-one-epoch-is-quiet",
+        {**CURRICULUM, "num_train_epochs": 1},
+        config_warnings,
+        Check(lambda w: not any("repeat" in m or "replay" in m for m in w), "no replay warning"),
+    ),
+    case(
+        "4-curriculum_replay-accepts-the-default-epochs",
+        {**CURRICULUM, "curriculum_replay": True},
+        config_warnings,
+        Check(lambda w: not any("repeats" in m for m in w), "built, no warning"),
+    ),
+    case(
+        "4-curriculum_replay-needs-curriculum",
+        {"curriculum_replay": True},
+        config,
+        Raises(ValueError, "curriculum_replay=True needs curriculum=True"),
+    ),
+    case(
+        "4-num_train_epochs-unset-is-still-trl-default",
+        {},
+        config,
+        Check(lambda c: c.num_train_epochs == 3.0, "3.0, as in GRPOConfig"),
+    ),
+    case(
+        "4-plan-line-max_steps-inside-one-pass",
+        (32, {"max_steps": 12}),
+        curriculum_plan_line,
+        "curriculum: 2 stages over 12 optimizer steps; stage 0 = steps 1-12, stage 1 = not reached (it would start "
+        "at step 17); 0.375 passes over the ranked prompts (one pass = 32 steps)",
+    ),
+    case(
+        "4-plan-line-one-epoch",
+        (32, {"num_train_epochs": 1}),
+        curriculum_plan_line,
+        "curriculum: 2 stages over 32 optimizer steps; stage 0 = steps 1-16, stage 1 = steps 17-32; 1 pass over the "
+        "ranked prompts (one pass = 32 steps)",
+    ),
+    case(
+        "4-plan-line-stage-shares-a-step-with-accumulation",
+        (32, {"num_train_epochs": 1, "gradient_accumulation_steps": 3}),
+        curriculum_plan_line,
+        Check(lambda line: "stage 0 = steps 1-6, stage 1 = steps 6-11; 1 pass" in line, "step 6 holds both stages"),
+    ),
+    case(
+        "4-max_steps-past-one-pass-is-an-error",
+        (32, {"max_steps": 40}),
+        curriculum_plan_line,
+        Raises(ValueError, "--max_steps 40 is longer than one pass of the curriculum (32 optimizer steps"),
+    ),
+    case(
+        "4-max_steps-past-one-pass-with-replay-is-logged",
+        (32, {"max_steps": 40, "curriculum_replay": True}),
+        curriculum_plan_line,
+        Check(lambda line: "1.25 passes" in line and "replayed from stage 0 at step 33" in line, "the replay said"),
+    ),
+    case(
+        "4-trainer-refuses-max_steps-past-one-pass-before-model",
+        (8, {"max_steps": 100, "per_device_train_batch_size": 4, "num_generations": 4}),
+        trainer_before_model,
+        Raises(ValueError, "--max_steps 100 is longer than one pass of the curriculum"),
+    ),
+    case(
+        "4-cli-max_steps-past-one-pass-fails-before-model",
+        {"curriculum": True, "remove_unused_columns": False, "max_steps": 50},
+        train_cli_before_model,
+        before_model_error("--max_steps 50 is longer than one pass of the curriculum"),
+    ),
+    case(
+        "4-cli-run-logs-the-schedule-line",
+        (
+            ranked_rows(8),
+            {"curriculum": True, "remove_unused_columns": False, "num_train_epochs": 1, "reward_funcs": "format"},
+        ),
+        train_cli_run,
+        Check(
+            lambda r: (
+                r.rc == 0
+                and "curriculum: 2 stages over 8 optimizer steps; stage 0 = steps 1-4, stage 1 = steps 5-8; 1 pass"
+                in r.stderr
+            ),
+            "the run logs its schedule in one line",
+        ),
+    ),  # fmt: skip
+    # item 10a: chat prompts with an unknown role or no user turn are kept, with one warning naming row and role
+    case(
+        "10a-unknown-role-warns-once",
+        [
+            {"prompt": [{"role": "user", "content": "What is 1 + 1?"}], "answer": "2"},
+            {
+                "prompt": [{"role": "narrator", "content": "Once"}, {"role": "user", "content": "2 + 2?"}],
+                "answer": "4",
+            },
+            {"prompt": [{"role": "critic", "content": "x"}, {"role": "user", "content": "3 + 3?"}], "answer": "6"},
+        ],
+        data_warnings,
+        Check(
+            lambda w: len(w) == 1 and "2 of 3 chat prompts" in w[0] and "row 1, role 'narrator'" in w[0],
+            "one warning, naming row 1 and its role",
+        ),
+    ),
+    case(
+        "10a-only-an-assistant-turn-warns",
+        [{"prompt": [{"role": "assistant", "content": "The answer is 4."}], "answer": "4"}],
+        data_warnings,
+        Check(lambda w: len(w) == 1 and "row 0, no user message (roles: assistant)" in w[0], "row 0 named"),
+    ),
+    case(
+        "10a-ordinary-roles-are-quiet",
+        [
+            {
+                "prompt": [{"role": "system", "content": "Think."}, {"role": "user", "content": "1 + 1?"}],
+                "answer": "2",
+            },
+            {
+                "prompt": [
+                    {"role": "user", "content": "2 + 2?"},
+                    {"role": "assistant", "content": "4"},
+                    {"role": "tool", "content": "ok"},
+                    {"role": "user", "content": "And 3 + 3?"},
+                ],
+                "answer": "6",
+            },
+        ],
+        data_warnings,
+        [],
+    ),
+    # item 10b: an optional reward_timeout abandons a hanging reward call with a clear error, in any thread
+    case("10b-hanging-reward-times-out", "hang", timed_reward_call(1.0), timed_out(1.0)),
+    case("10b-hanging-reward-times-out-off-main-thread", "hang", timed_reward_call(1.0, thread=True), timed_out(1.0)),
+    case("10b-hanging-async-reward-times-out", "async_hang", timed_reward_call(1.0), timed_out(1.0)),
+    case(
+        "10b-reward-own-error-passes-through",
+        "raises",
+        timed_reward_call(5.0),
+        Check(lambda r: isinstance(r.error, KeyError), "the reward's KeyError, not a timeout"),
+    ),
+    case(
+        "10b-fast-reward-unchanged",
+        "length",
+        timed_reward_call(5.0),
+        Check(lambda r: r.value == [1.0], "its value"),
+    ),
+    case(
+        "10b-reward_timeout-must-be-positive",
+        {"reward_timeout": 0.0},
+        config,
+        Raises(ValueError, "reward_timeout=0.0 is out of range"),
+    ),
+    case(
+        "10b-cli-hanging-reward-stops-the-run",
+        (ranked_rows(4), {"reward_funcs": "hostile_rewards.hanging_reward", "reward_timeout": 3, "max_steps": 1}),
+        train_cli_run,
+        Check(
+            lambda r: (
+                r.rc != 0
+                and "RewardTimeoutError: reward function 'hanging_reward' did not return within reward_timeout=3 s"
+                in r.stderr
+            ),
+            "the run stops with the reward named, instead of hanging",
+        ),
+    ),
+    # item 10c: prompt + max_completion_length checked against the model's context (TRL 1.16 never truncates)
+    case(
+        "10c-15k-token-prompt-on-512-positions",
+        (["What is 1 + 1?", LONG_PROMPT], 32),
+        prompt_length_check,
+        Raises(ValueError, "1 of 2 training prompts do not fit the model's context of 512 positions with "),
+    ),
+    case(
+        "10c-error-names-the-row-and-the-flag",
+        (["What is 1 + 1?", LONG_PROMPT], 32),
+        error_message_of(prompt_length_check),
+        Check(
+            lambda m: "row 1 has" in m and "--max_completion_length" in m and "--max_prompt_length" in m,
+            "names row 1, --max_completion_length, and that there is no --max_prompt_length",
+        ),
+    ),
+    case(
+        "10c-completion-length-fills-the-context",
+        (["What is 1 + 1?" + " Think." * 60], 480),
+        error_message_of(prompt_length_check),
+        Check(lambda m: "row 0 has" in m and "lower --max_completion_length to" in m, "the completion budget named"),
+    ),
+    case(
+        "10c-trainer-checks-before-training",
+        ["What is 1 + 1?", LONG_PROMPT],
+        trainer_train,
+        Raises(ValueError, "row 1 has"),
+    ),
+    case("10c-prompts-that-fit-pass", (["What is 1 + 1?", "Think. " * 200], 32), prompt_length_check, None),
+    case(
+        "10c-cli-long-prompt-fails-before-training",
+        ([{"prompt": "What is 1 + 1?", "answer": "2"}, {"prompt": LONG_PROMPT, "answer": "7500"}], {"max_steps": 1}),
+        train_cli_run,
+        Check(
+            lambda r: (
+                r.rc == 2
+                and "error:" in r.stderr
+                and "context of 512 positions" in r.stderr
+                and "row 1" in r.stderr
+                and "Traceback" not in r.stderr
+            ),
+            "one error line (exit 2) naming row 1, before training",
+        ),
+    ),  # fmt: skip
+    # item 10d: messages that named the wrong thing
+    case("10d-yaml-scalar-reward_funcs-is-a-list", "reward_funcs: accuracy\n", parsed_train_yaml, ["accuracy"]),
+    case(
+        "10d-cli-yaml-scalar-reward_funcs-trains-past-the-check",
+        {"yaml": "reward_funcs: accuracy\n"},
+        train_cli_before_model,
+        Check(lambda r: "unknown reward" not in r.stderr and "no-such-model" in r.stderr, "reaches the model load"),
+    ),
+    case(
+        "10d-se_num_samples-hint-names-train-flag",
+        {"curriculum": True, "remove_unused_columns": False, "num_train_epochs": 1, "se_num_samples": 1},
+        train_cli_before_model,
+        Check(
+            lambda r: (
+                r.rc == 2
+                and "--se_num_samples must be an integer >= 2" in r.stderr
+                and "--num_samples" not in r.stderr
+            ),
+            "train.py's own flag, before the model loads",
+        ),
+    ),  # fmt: skip
+    case(
+        "10d-ranking-lock-names-output_dir",
+        None,
+        ranking_lock_held,
+        Raises(RuntimeError, "choose another --output_dir."),
+    ),
+    case(
+        "10d-shard-warning-holds-no-absolute-path",
+        b"{not json",
+        bad_shard_warning,
+        Check(
+            lambda r: (
+                len(r.messages) == 1
+                and "shards/0123456789abcdef/shard-000000.json" in r.messages[0]
+                and r.tmp not in r.messages[0]
+            ),
+            "the shard by its path inside the output folder",
+        ),
+    ),
 ]
 
 

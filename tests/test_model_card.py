@@ -53,6 +53,7 @@ def args(tmp_path_factory):
         bf16=False,
         report_to="none",
         curriculum=True,
+        num_train_epochs=1,  # one pass of the curriculum
         remove_unused_columns=False,  # curriculum=True needs the semantic-entropy column in the batches
         hub_token=SECRET,
         steps_per_generation=2,

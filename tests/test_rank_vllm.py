@@ -100,7 +100,13 @@ def test_train_py_ranks_with_vllm_and_the_training_sampling(tiny_model_dir, tmp_
 
     script_args = train.SENTScriptArguments(arithmetic_num_train=6, se_num_samples=4, se_max_new_tokens=4)
     args = SETGRPOConfig(
-        output_dir=str(tmp_path / "run"), use_vllm=True, temperature=0.7, top_p=0.9, curriculum=True, report_to="none"
+        output_dir=str(tmp_path / "run"),
+        use_vllm=True,
+        temperature=0.7,
+        top_p=0.9,
+        curriculum=True,
+        num_train_epochs=1,
+        report_to="none",
     )
     dataset = script_args.load("train")
     ranked, histogram = train.rank_for_curriculum(dataset, tiny_model_dir, script_args, args)

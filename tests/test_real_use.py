@@ -209,8 +209,8 @@ def test_eval_without_a_test_split_fails_before_the_model_loads(tmp_path):
     "extra, rows, message",
     [
         (["--report_to", "tensorboard"], None, "--report_to tensorboard: the 'tensorboard' package is not installed"),
-        (["--curriculum", "true", "--curriculum_stages", "2"], None, "smaller than one generation batch"),
-        (["--curriculum", "true"], "negative", "negative value(s)"),
+        (["--curriculum", "true", "--curriculum_stages", "2", "--num_train_epochs", "1"], None, "smaller than one"),
+        (["--curriculum", "true", "--num_train_epochs", "1"], "negative", "negative value(s)"),
         (["--kl_cov_coef", "inf"], None, "kl_cov_coef"),
     ],
 )

@@ -24,7 +24,8 @@ def test_train_flags_reach_the_ranking_and_the_reward(tmp_path, monkeypatch):
     from sec_trl.preflight import build_reward_funcs
     from sec_trl.train import rank_for_curriculum
 
-    flags = ["--output_dir", str(tmp_path), "--curriculum", "true", "--remove_unused_columns", "false"]
+    flags = ["--output_dir", str(tmp_path), "--curriculum", "true", "--num_train_epochs", "1"]
+    flags += ["--remove_unused_columns", "false"]
     flags += ["--se_cluster_method", "lexical", "--se_lexical_threshold", "0.3", "--se_estimator", "weighted"]
     flags += ["--answer_timeout", "2.5", "--dtype", "bfloat16", "--se_num_samples", "3"]
     script_args, training_args, model_args = _parse(flags)

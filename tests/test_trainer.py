@@ -524,7 +524,7 @@ def test_the_trainer_checks_the_semantic_entropy_column_once(tiny_model_dir, tmp
 
 
 def test_curriculum_rejects_a_dataset_without_semantic_entropy_before_loading(tmp_path):
-    args = make_config(tmp_path, curriculum=True)
+    args = make_config(tmp_path, curriculum=True, num_train_epochs=1)
     with pytest.raises(ValueError, match="semantic_entropy.*sec_trl.rank"):
         SETGRPOTrainer(
             model=str(tmp_path / "no-such-model"),

@@ -160,6 +160,7 @@ def test_curriculum_settings_reach_the_sampler(tiny_model_dir, tmp_path):
         curriculum_epochs_per_stage=2,
         curriculum_shuffle_within_stage=False,
         curriculum_se_column="difficulty",
+        num_train_epochs=1,
     )
     trainer = make_trainer(tiny_model_dir, tmp_path / "on", train_dataset=dataset, **settings, **curriculum)
     sampler = trainer._get_train_sampler()

@@ -156,7 +156,9 @@ def load_shard(shard_dir: Path, shard: int, fingerprint_hash: str, start: int, e
         and [row.get("index") for row in data.get("rows", [])] == list(range(start, end))
     )
     if not ok:
-        logger.warning("Ignoring cache shard %s: unreadable or from other parameters; it will be regenerated.", path)
+        # shown relative to the output folder (shards/<fingerprint>/shard-N.json): logs hold no absolute path
+        shown = "/".join(path.parts[-3:])
+        logger.warning("Ignoring cache shard %s: unreadable or from other parameters; it will be regenerated.", shown)
         return None
     return data
 

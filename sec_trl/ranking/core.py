@@ -243,7 +243,7 @@ def _output_lock(run: _Run) -> Iterator[None]:
     except Timeout:
         raise RuntimeError(
             f"Another ranking run is writing to {shown_path(run.output_dir)} (its lock file is held); wait for it or "
-            "choose another --output."
+            "choose another --output_dir."
         ) from None
     try:
         yield

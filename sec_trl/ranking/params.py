@@ -83,6 +83,18 @@ class RankingIncomplete(RuntimeError):
     """The run stopped before every shard was done (``max_shards``); finished shards are cached, re-run to go on."""
 
 
+class RankingParamError(ValueError):
+    """A bad :class:`RankingParams` field, worded with ``python -m sec_trl.rank``'s flag; ``with_flag`` rewords it
+    for a command whose flag has another name (train.py's ``--se_num_samples``)."""
+
+    def __init__(self, field_name: str, why: str, value: Any):
+        self.field_name, self.why, self.value = field_name, why, value
+        super().__init__(self.with_flag(field_name))
+
+    def with_flag(self, flag: str) -> str:
+        return f"--{flag} {self.why}, got {self.value!r}"
+
+
 @dataclass
 class RankingParams:
     """Sampling, clustering and cache parameters of a ranking run (the cache fingerprint covers all but two)."""
@@ -184,7 +196,7 @@ class RankingParams:
 
     def __post_init__(self) -> None:
         def bad(flag: str, why: str, value: Any) -> ValueError:
-            return ValueError(f"--{flag} {why}, got {value!r}")
+            return RankingParamError(flag, why, value)
 
         if not isinstance(self.num_samples, int) or self.num_samples < 2:
             raise bad("num_samples", "must be an integer >= 2 (entropy needs at least two samples)", self.num_samples)
