@@ -305,7 +305,12 @@ def make_parser():
 
     from .script_args import HubPushArguments
 
-    return TrlParser(HubPushArguments, prog="python -m sec_trl.hub", description=main.__doc__)
+    return TrlParser(
+        HubPushArguments,
+        prog="python -m sec_trl.hub",
+        description="Push a finished run's final model and card to the Hub, staged without local paths or tokens "
+        "(flags, or --config push.yaml with the same fields; a flag overrides the file).",
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

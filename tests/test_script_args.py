@@ -100,6 +100,10 @@ def test_hub_cli_takes_a_config_yaml_and_a_flag_overrides_it(tmp_path, monkeypat
 
     (args,) = hub.make_parser().parse_args_and_config(args=["--config", str(config)])
     assert args == HubPushArguments(output_dir="run", hub_model_id="someone/from-yaml", hub_private_repo=True)
+    (args,) = hub.make_parser().parse_args_and_config(  # the bare switch, as the former argparse store_true
+        args=["--output_dir", "run", "--hub_model_id", "a/b", "--hub_private_repo"]
+    )
+    assert args.hub_private_repo is True and args.base_model is None
 
     assert hub.main(["--config", str(config), "--hub_model_id", "someone/from-flag"]) == 0
     assert "Pushed to https://huggingface.co/someone/from-flag" in capsys.readouterr().out
