@@ -7,6 +7,7 @@ import types
 import typing
 import warnings
 from dataclasses import dataclass, field, fields
+from typing import NamedTuple
 
 from trl import GRPOConfig
 
@@ -28,52 +29,99 @@ differences of at most a few hundred nats, so with every factor <= 1e4 the loss 
 (~3.4e38); a typo such as `--kl_cov_coef 1e300` overflows to inf at the first step instead."""
 
 _INF = math.inf
-# field -> (low, low_open, high, high_open): the ranges TRL, transformers and this method allow. A field whose value
-# is None (an unset optional) is not checked. Applied after TRL's __post_init__ (steps_per_generation is set by then).
-NUMERIC_RANGES: dict[str, tuple[float, bool, float, bool]] = {
-    # sampling
-    "temperature": (0.0, True, _INF, True),
-    "top_p": (0.0, True, 1.0, False),
-    "top_k": (0, False, _INF, True),
-    "min_p": (0.0, False, 1.0, False),
-    "repetition_penalty": (0.0, True, _INF, True),
-    "num_generations": (2, False, _INF, True),
-    "num_generations_eval": (1, False, _INF, True),
-    "max_completion_length": (1, False, _INF, True),
-    "steps_per_generation": (1, False, _INF, True),
-    "generation_batch_size": (1, False, _INF, True),
-    "num_iterations": (1, False, _INF, True),
-    "vllm_gpu_memory_utilization": (0.0, True, 1.0, False),
-    # loss
-    "beta": (0.0, False, MAX_COEFFICIENT, False),
-    "epsilon": (0.0, False, _INF, True),
-    "epsilon_high": (0.0, False, _INF, True),
-    "top_entropy_quantile": (0.0, False, 1.0, False),
-    "entropy_coef": (-MAX_COEFFICIENT, False, MAX_COEFFICIENT, False),
-    "kl_cov_coef": (0.0, False, MAX_COEFFICIENT, False),
-    "high_cov_coef": (0.0, False, MAX_COEFFICIENT, False),
-    "low_cov_coef": (0.0, False, MAX_COEFFICIENT, False),
-    "low_entropy_kl_coef": (0.0, False, MAX_COEFFICIENT, False),
-    "ref_model_mixup_alpha": (0.0, False, 1.0, False),
-    "ref_model_sync_steps": (1, False, _INF, True),
-    "vllm_importance_sampling_clip_max": (0.0, True, _INF, True),
-    # optimisation and schedule
-    "learning_rate": (0.0, False, MAX_COEFFICIENT, False),
-    "weight_decay": (0.0, False, _INF, True),
-    "max_grad_norm": (0.0, False, _INF, True),
-    "adam_beta1": (0.0, False, 1.0, True),
-    "adam_beta2": (0.0, False, 1.0, True),
-    "adam_epsilon": (0.0, False, _INF, True),
-    "warmup_steps": (0.0, False, _INF, True),
-    "num_train_epochs": (0.0, False, _INF, True),
-    "per_device_train_batch_size": (1, False, _INF, True),
-    "per_device_eval_batch_size": (1, False, _INF, True),
-    "gradient_accumulation_steps": (1, False, _INF, True),
-    "logging_steps": (0.0, True, _INF, True),
-    "save_steps": (0.0, True, _INF, True),
-    "semantic_entropy_time_budget": (0.0, True, _INF, True),
-    "reward_timeout": (0.0, True, _INF, True),
+
+
+class Range(NamedTuple):
+    """An interval of allowed values: ``[low, high]``, each end open when its flag says so."""
+
+    low: float
+    low_open: bool
+    high: float
+    high_open: bool
+
+    def __str__(self) -> str:
+        return f"{'(' if self.low_open else '['}{self.low:g}, {self.high:g}{')' if self.high_open else ']'}"
+
+    def __contains__(self, value) -> bool:
+        above = value > self.low if self.low_open else value >= self.low
+        below = value < self.high if self.high_open else value <= self.high
+        return bool(above and below)  # NaN is in no range
+
+
+# field -> (low, low_open, high, high_open): the ranges TRL, transformers and this method allow, the one place a
+# numeric field's range is written. SETGRPOConfig checks every entry (check_range: the field, the value, the range
+# and the fix), and the help of the fields SENT adds states it (with_range), so docs/configuration.md's generated
+# table shows it too. A field whose value is None (an unset optional) is not checked. Applied after TRL's
+# __post_init__ (steps_per_generation is set by then).
+NUMERIC_RANGES: dict[str, Range] = {
+    name: Range(*bounds)
+    for name, bounds in {
+        # sampling
+        "temperature": (0.0, True, _INF, True),
+        "top_p": (0.0, True, 1.0, False),
+        "top_k": (0, False, _INF, True),
+        "min_p": (0.0, False, 1.0, False),
+        "repetition_penalty": (0.0, True, _INF, True),
+        "num_generations": (2, False, _INF, True),
+        "num_generations_eval": (1, False, _INF, True),
+        "max_completion_length": (1, False, _INF, True),
+        "steps_per_generation": (1, False, _INF, True),
+        "generation_batch_size": (1, False, _INF, True),
+        "num_iterations": (1, False, _INF, True),
+        "vllm_gpu_memory_utilization": (0.0, True, 1.0, False),
+        # loss
+        "beta": (0.0, False, MAX_COEFFICIENT, False),
+        "epsilon": (0.0, False, _INF, True),
+        "epsilon_high": (0.0, False, _INF, True),
+        "top_entropy_quantile": (0.0, False, 1.0, False),
+        "entropy_coef": (-MAX_COEFFICIENT, False, MAX_COEFFICIENT, False),
+        "kl_cov_coef": (0.0, False, MAX_COEFFICIENT, False),
+        "high_cov_coef": (0.0, False, MAX_COEFFICIENT, False),
+        "low_cov_coef": (0.0, False, MAX_COEFFICIENT, False),
+        "low_entropy_kl_coef": (0.0, False, MAX_COEFFICIENT, False),
+        "ref_model_mixup_alpha": (0.0, False, 1.0, False),
+        "ref_model_sync_steps": (1, False, _INF, True),
+        "vllm_importance_sampling_clip_max": (0.0, True, _INF, True),
+        # optimisation and schedule
+        "learning_rate": (0.0, False, MAX_COEFFICIENT, False),
+        "weight_decay": (0.0, False, _INF, True),
+        "max_grad_norm": (0.0, False, _INF, True),
+        "adam_beta1": (0.0, False, 1.0, True),
+        "adam_beta2": (0.0, False, 1.0, True),
+        "adam_epsilon": (0.0, False, _INF, True),
+        "warmup_steps": (0.0, False, _INF, True),
+        "num_train_epochs": (0.0, False, _INF, True),
+        "per_device_train_batch_size": (1, False, _INF, True),
+        "per_device_eval_batch_size": (1, False, _INF, True),
+        "gradient_accumulation_steps": (1, False, _INF, True),
+        "logging_steps": (0.0, True, _INF, True),
+        "save_steps": (0.0, True, _INF, True),
+        # SENT's token regulariser, curriculum and semantic entropy
+        "low_entropy_quantile": (0.0, True, 1.0, False),
+        "cov_ratio": (0.0, True, 1.0, False),
+        "curriculum_stages": (1, False, _INF, True),
+        "curriculum_epochs_per_stage": (1, False, _INF, True),
+        "se_lexical_threshold": (0.0, True, 1.0, False),
+        "answer_timeout": (0.0, True, _INF, True),
+        "semantic_entropy_time_budget": (0.0, True, _INF, True),
+        "reward_timeout": (0.0, True, _INF, True),
+    }.items()
 }
+
+
+def check_range(name: str, value) -> None:
+    """ValueError naming the field, its value, its allowed range (:data:`NUMERIC_RANGES`) and the fix, when ``value``
+    (not None) lies outside it."""
+    allowed = NUMERIC_RANGES[name]
+    if value is not None and value not in allowed:
+        raise ValueError(
+            f"{name}={value!r} is out of range; allowed range is {allowed}: set --{name} to a value inside it."
+        )
+
+
+def with_range(name: str, text: str) -> str:
+    """A field's help ``text`` with its allowed range from :data:`NUMERIC_RANGES` appended (written once, there)."""
+    return f"{text} Allowed: {NUMERIC_RANGES[name]}."
 
 
 @dataclass
@@ -180,24 +228,46 @@ class SETGRPOConfig(GRPOConfig):
     )
     low_entropy_quantile: float = field(
         default=0.8,
-        metadata={"help": "SENT: fraction of valid tokens (lowest entropy) forming the low-entropy set. In (0, 1]."},
+        metadata={
+            "help": with_range(
+                "low_entropy_quantile", "SENT: fraction of valid tokens (lowest entropy) forming the low-entropy set."
+            )
+        },
     )
     cov_ratio: float = field(
         default=2e-4,
-        metadata={"help": "Fraction of tokens selected by covariance (SENT: of the low-entropy set). In (0, 1]."},
+        metadata={
+            "help": with_range(
+                "cov_ratio", "Fraction of tokens selected by covariance (SENT: of the low-entropy set)."
+            )
+        },
     )
     kl_cov_coef: float = field(
-        default=0.1, metadata={"help": "Base coefficient of the |logp - old_logp| penalty (SENT, KL-Cov). >= 0."}
+        default=0.1,
+        metadata={
+            "help": with_range("kl_cov_coef", "Base coefficient of the |logp - old_logp| penalty (SENT, KL-Cov).")
+        },
     )
     high_cov_coef: float = field(
-        default=2.0, metadata={"help": "SENT: multiplier of kl_cov_coef for the highest-covariance tokens. >= 0."}
+        default=2.0,
+        metadata={
+            "help": with_range("high_cov_coef", "SENT: multiplier of kl_cov_coef for the highest-covariance tokens.")
+        },
     )
     low_cov_coef: float = field(
-        default=0.5, metadata={"help": "SENT: multiplier of kl_cov_coef for the lowest-covariance tokens. >= 0."}
+        default=0.5,
+        metadata={
+            "help": with_range("low_cov_coef", "SENT: multiplier of kl_cov_coef for the lowest-covariance tokens.")
+        },
     )
     low_entropy_kl_coef: float = field(
         default=0.0,
-        metadata={"help": "SENT: multiplier of kl_cov_coef for the rest of the low-entropy set (reference: 0). >= 0."},
+        metadata={
+            "help": with_range(
+                "low_entropy_kl_coef",
+                "SENT: multiplier of kl_cov_coef for the rest of the low-entropy set (reference: 0).",
+            )
+        },
     )
     clip_cov_lower: float = field(
         default=1.0, metadata={"help": "Clip-Cov: lower covariance bound of the candidate tokens."}
@@ -209,9 +279,12 @@ class SETGRPOConfig(GRPOConfig):
     curriculum: bool = field(
         default=False, metadata={"help": "Feed prompts from low to high semantic entropy, in stages (SENT)."}
     )
-    curriculum_stages: int = field(default=2, metadata={"help": "Number of semantic-entropy stages. >= 1."})
+    curriculum_stages: int = field(
+        default=2, metadata={"help": with_range("curriculum_stages", "Number of semantic-entropy stages.")}
+    )
     curriculum_epochs_per_stage: int = field(
-        default=1, metadata={"help": "Passes over each stage before the next starts. >= 1."}
+        default=1,
+        metadata={"help": with_range("curriculum_epochs_per_stage", "Passes over each stage before the next starts.")},
     )
     curriculum_shuffle_within_stage: bool = field(
         default=True, metadata={"help": "Shuffle prompts inside each stage (seeded)."}
@@ -250,28 +323,38 @@ class SETGRPOConfig(GRPOConfig):
         },
     )
     se_lexical_threshold: float = field(
-        default=0.5, metadata={"help": "Jaccard threshold of --se_cluster_method lexical, in (0, 1]."}
+        default=0.5,
+        metadata={"help": with_range("se_lexical_threshold", "Jaccard threshold of --se_cluster_method lexical.")},
     )
     answer_timeout: float = field(
         default=5.0,
         metadata={
-            "help": "Seconds allowed to check one answer (math-verify): the semantic-entropy clustering and, in "
-            "train.py, the accuracy reward and the ranking; a timed-out check counts as wrong / different. > 0."
+            "help": with_range(
+                "answer_timeout",
+                "Seconds allowed to check one answer (math-verify): the semantic-entropy clustering and, in "
+                "train.py, the accuracy reward and the ranking; a timed-out check counts as wrong / different.",
+            )
         },
     )
     semantic_entropy_time_budget: float = field(
         default=10.0,
         metadata={
-            "help": "Seconds the logged semantic entropy may spend checking answers (math-verify) per GRPO group; "
-            "past it, the remaining comparisons count as 'not equivalent'. > 0."
+            "help": with_range(
+                "semantic_entropy_time_budget",
+                "Seconds the logged semantic entropy may spend checking answers (math-verify) per GRPO group; "
+                "past it, the remaining comparisons count as 'not equivalent'.",
+            )
         },
     )
     reward_timeout: float | None = field(
         default=None,
         metadata={
-            "help": "Seconds one call of a reward function (one batch of completions) may take; past it the call is "
-            "abandoned and the run stops with a RewardTimeoutError naming the reward (checkpoints are kept). Unset "
-            "(default): no limit. Reward models are not bounded. > 0."
+            "help": with_range(
+                "reward_timeout",
+                "Seconds one call of a reward function (one batch of completions) may take; past it the call is "
+                "abandoned and the run stops with a RewardTimeoutError naming the reward (checkpoints are kept). "
+                "Unset (default): no limit. Reward models are not bounded.",
+            )
         },
     )
 
@@ -300,9 +383,6 @@ class SETGRPOConfig(GRPOConfig):
             raise ValueError(
                 f"se_cluster_method={self.se_cluster_method!r} is not supported; choose one of {CLUSTER_METHODS}."
             )
-        _check_range("se_lexical_threshold", self.se_lexical_threshold, low=0.0, low_open=True, high=1.0)
-        if not self.answer_timeout > 0:
-            raise ValueError(f"answer_timeout={self.answer_timeout} is out of range; allowed: > 0 seconds.")
 
     def _validate_finite(self) -> None:
         """Every float field (coefficients, ratios, rates, ...) must be a finite number: inf or NaN is a typo."""
@@ -324,20 +404,12 @@ class SETGRPOConfig(GRPOConfig):
                 raise ValueError(f"{f.name}={value!r} is not an integer; {f.name} must be a whole number.")
 
     def _validate_ranges(self) -> None:
-        """Every field of :data:`NUMERIC_RANGES` inside its range (ValueError naming the field, value and range),
-        and the reward weights finite and bounded by :data:`MAX_COEFFICIENT` (their number is checked against the
-        reward functions in `sec_trl.preflight.check_reward_weights`, before any model loads)."""
-        for name, (low, low_open, high, high_open) in NUMERIC_RANGES.items():
-            value = getattr(self, name, None)
-            if value is None:
-                continue
-            too_low = value <= low if low_open else value < low
-            too_high = value >= high if high_open else value > high
-            if too_low or too_high or value != value:
-                upper = f"{high:g})" if high_open else f"{high:g}]"
-                raise ValueError(
-                    f"{name}={value!r} is out of range; allowed range is {'(' if low_open else '['}{low:g}, {upper}."
-                )
+        """Every field of :data:`NUMERIC_RANGES` inside its range (:func:`check_range`: a ValueError naming the
+        field, the value, the range and the fix), and the reward weights finite and bounded by
+        :data:`MAX_COEFFICIENT` (their number is checked against the reward functions in
+        `sec_trl.preflight.check_reward_weights`, before any model loads)."""
+        for name in NUMERIC_RANGES:
+            check_range(name, getattr(self, name, None))
         for i, weight in enumerate(self.reward_weights or []):
             if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not abs(weight) <= MAX_COEFFICIENT:
                 raise ValueError(
@@ -346,10 +418,7 @@ class SETGRPOConfig(GRPOConfig):
                 )
 
     def _validate_curriculum(self) -> None:
-        for name in ("curriculum_stages", "curriculum_epochs_per_stage"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name}={value!r} is out of range; allowed: an integer >= 1.")
+        # curriculum_stages, curriculum_epochs_per_stage: whole numbers (_validate_integers), >= 1 (NUMERIC_RANGES)
         if self.curriculum_stage_restart:
             if not self.curriculum:
                 raise ValueError(
@@ -404,10 +473,6 @@ class SETGRPOConfig(GRPOConfig):
             raise ValueError(
                 f"token_regularizer={self.token_regularizer!r} is not supported; choose one of {TOKEN_REGULARIZERS}."
             )
-        _check_range("low_entropy_quantile", self.low_entropy_quantile, low=0.0, low_open=True, high=1.0)
-        _check_range("cov_ratio", self.cov_ratio, low=0.0, low_open=True, high=1.0)
-        for name in ("kl_cov_coef", "high_cov_coef", "low_cov_coef", "low_entropy_kl_coef"):
-            _check_range(name, getattr(self, name), low=0.0)
         if not self.clip_cov_lower < self.clip_cov_upper:
             raise ValueError(
                 f"clip_cov_lower={self.clip_cov_lower} must be smaller than clip_cov_upper={self.clip_cov_upper}."
@@ -495,15 +560,6 @@ def _integer_kind(annotation) -> str | None:
         if set(typing.get_args(annotation)) == {int, type(None)}:
             return "optional"
     return None
-
-
-def _check_range(name: str, value: float, *, low: float, low_open: bool = False, high: float | None = None) -> None:
-    too_low = value <= low if low_open else value < low
-    too_high = high is not None and value > high
-    if too_low or too_high or value != value:  # value != value catches NaN
-        bracket = "(" if low_open else "["
-        upper = f"{high}]" if high is not None else "inf)"
-        raise ValueError(f"{name}={value} is out of range; allowed range is {bracket}{low}, {upper}.")
 
 
 def _bf16_accelerator_available() -> bool:

@@ -1,12 +1,12 @@
 """How the command lines end on a user's mistake: one ``error:`` line on stderr and exit code 2, no traceback.
 
-Each command line (``sec_trl.train.cli``, ``sec_trl.ranking.cli.cli``, ``sec_trl.evaluation.cli.cli``) runs inside
-:func:`user_errors`. The project's checks (config fields, data files and columns, reward functions, trackers,
-preflight) raise ``ValueError`` / ``FileNotFoundError`` / ``ImportError`` naming the flag and the fix; a missing
-model or dataset raises ``OSError`` or one of the :class:`UserFacingError` classes. Those are reported as one line
-while the command is still preparing its work. Inside :func:`work_phase` (the training loop, the ranking's
-sampling, the evaluation's sampling) nothing is shortened: an exception there keeps its traceback, since it is
-more likely a bug or a runtime failure than a mistyped flag. Other exception types (``TypeError``, ``KeyError``,
+Each command line (``sec_trl.train.cli``, ``sec_trl.ranking.cli.cli``, ``sec_trl.evaluation.cli.cli``,
+``sec_trl.hub.main``) runs inside :func:`user_errors`. The project's checks (config fields, data files and columns,
+reward functions, trackers, preflight) raise ``ValueError`` / ``FileNotFoundError`` / ``ImportError`` naming the flag
+and the fix; a missing model or dataset raises ``OSError`` or one of the :class:`UserFacingError` classes. Those are
+reported as one line while the command is still preparing its work. Inside :func:`work_phase` (the training loop, the
+ranking's sampling, the evaluation's sampling) nothing is shortened: an exception there keeps its traceback, since it
+is more likely a bug or a runtime failure than a mistyped flag. Other exception types (``TypeError``, ``KeyError``,
 ``RuntimeError``, ...) always keep theirs.
 
 ``SEC_TRL_DEBUG=1`` in the environment shows the full traceback of every error (under ``accelerate launch`` too: the

@@ -299,16 +299,32 @@ def push_output_dir(args, base_model: str | None = None) -> bool:
         return False
 
 
+def make_parser():
+    """``TrlParser`` over :class:`~sec_trl.script_args.HubPushArguments`: flags or ``--config push.yaml``."""
+    from trl import TrlParser
+
+    from .script_args import HubPushArguments
+
+    return TrlParser(
+        HubPushArguments,
+        prog="python -m sec_trl.hub",
+        description="Push a finished run's final model and card to the Hub, staged without local paths or tokens "
+        "(flags, or --config push.yaml with the same fields; a flag overrides the file).",
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m sec_trl.hub --output_dir DIR --hub_model_id ID``: push a finished run (final model and card)."""
-    parser = argparse.ArgumentParser(prog="python -m sec_trl.hub", description=main.__doc__)
-    parser.add_argument("--output_dir", required=True, help="the run's output directory")
-    parser.add_argument("--hub_model_id", required=True, help="the repository to push to (user/name)")
-    parser.add_argument("--hub_private_repo", action="store_true", help="create the repository as private")
-    parser.add_argument("--base_model", default=None, help="base model Hub id for adapter_config.json")
-    ns = parser.parse_args(argv)
-    if not os.path.isdir(ns.output_dir):
-        parser.error(f"--output_dir {ns.output_dir!r} is not a directory")
+    """``python -m sec_trl.hub --output_dir DIR --hub_model_id ID [--config push.yaml]``: push a finished run (final
+    model and card). A user's mistake ends with one ``error:`` line and exit code 2 (see :mod:`sec_trl.errors`)."""
+    from .errors import user_errors
+
+    with user_errors("sec_trl.hub"):
+        (ns,) = make_parser().parse_args_and_config(args=list(argv) if argv is not None else None)
+        if not os.path.isdir(ns.output_dir):
+            raise NotADirectoryError(
+                f"--output_dir {ns.output_dir!r} is not a directory: give the folder the run saved its final model "
+                "and README.md into (train.py's --output_dir), from the directory the run was started in."
+            )
     args = argparse.Namespace(
         output_dir=ns.output_dir, hub_model_id=ns.hub_model_id, hub_private_repo=ns.hub_private_repo, hub_token=None
     )

@@ -96,6 +96,7 @@ class SENTScriptArguments(DatasetArguments):
         # iterated as a string it would be the rewards 'a', 'c', 'c', ...
         if isinstance(self.reward_funcs, str):
             self.reward_funcs = [self.reward_funcs]
+        super().__post_init__()
 
 
 # train.py's flags for the ranking's fields (RankingParams' own names are python -m sec_trl.rank's flags)

@@ -233,6 +233,8 @@ def test_cli_on_a_user_file_with_trl_column_flags(tiny_model_dir, tmp_path):
         (["--use_vllm", "true"], "pip install 'sec_trl[vllm]'"),
         (["--k", "0"], "k must be >= 1"),
         (["--temperature", "0"], "temperature must be > 0"),
+        (["--dataset_streaming", "true"], "error: --dataset_streaming True is not supported"),  # trl.ScriptArguments'
+        (["--use_peft", "true"], "['--use_peft', 'true']"),  # a trl.ModelConfig training field, not an evaluation flag
     ],
 )
 def test_cli_fails_early_with_a_named_fix(tmp_path, args, message):

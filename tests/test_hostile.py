@@ -566,7 +566,7 @@ CASES = [
     case(
         "3-ordinary-answers-still-cluster-under-budget",
         ["\\boxed{\\frac{1}{2}}", "It is 0.5.", "\\boxed{x^2+1}", "\\boxed{1+x^2}", "\\boxed{3}"],
-        timed_clusters(2.0),
+        timed_clusters(10.0),  # a budget ordinary answers never reach, even on a loaded 2-core machine
         Check(lambda r: r.ids == [0, 0, 1, 1, 2] and r.over_budget == 0, "math-verify still decides x^2+1 = 1+x^2"),
     ),
     case(

@@ -54,6 +54,40 @@ def test_the_settings_are_validated_naming_the_field(tmp_path):
         SETGRPOConfig(output_dir=str(tmp_path), answer_timeout=0)
 
 
+def test_every_range_is_one_table_entry_checked_with_the_fix_and_stated_in_the_help(tmp_path):
+    """One mechanism: each numeric field SENT adds has its range in NUMERIC_RANGES (none is checked elsewhere), a
+    value just outside either end is refused naming the field, the value, the range and the fix, and the field's
+    help (so `--help` and docs/configuration.md's generated table) states that same range."""
+    import dataclasses
+
+    from trl import GRPOConfig
+
+    from sec_trl.config import NUMERIC_RANGES
+
+    inherited = {f.name for f in dataclasses.fields(GRPOConfig)}
+    added = [f for f in dataclasses.fields(SETGRPOConfig) if f.name not in inherited]
+    numeric = [f for f in added if type(f.default) in (int, float)]
+    unranged = {"clip_cov_lower", "clip_cov_upper"}  # any float; only their order is checked
+    assert {f.name for f in numeric} - unranged <= set(NUMERIC_RANGES)
+    checked = [f for f in numeric if f.name not in unranged]
+    assert len(checked) == 11, [f.name for f in checked]
+    for f in checked:
+        name, allowed = f.name, NUMERIC_RANGES[f.name]
+        assert f.metadata["help"].endswith(f" Allowed: {allowed}."), name
+        step = 1 if type(f.default) is int else 1e-3
+        outside = [allowed.low if allowed.low_open else allowed.low - step]
+        if math.isfinite(allowed.high):
+            outside.append(allowed.high if allowed.high_open else allowed.high + step)
+        for value in outside:
+            value = type(f.default)(value)
+            with pytest.raises(ValueError) as raised:
+                SETGRPOConfig(output_dir=str(tmp_path), **{name: value})
+            assert str(raised.value) == (
+                f"{name}={value!r} is out of range; allowed range is {allowed}: set --{name} to a value inside it."
+            )
+        SETGRPOConfig(output_dir=str(tmp_path), **{name: f.default})  # the default is inside
+
+
 def _online_se(method: str, completions: list[str]) -> float:
     """The trainer's online semantic entropy of one group, with a stand-in for the trainer's state."""
     fake = SimpleNamespace(

@@ -79,6 +79,7 @@ def test_missing_answer_column_fails_before_the_model_loads(tmp_path):
         (["--token_regularizer", "vanilla"], "invalid choice: 'vanilla'"),
         (["--low_entropy_quantile", "0"], "low_entropy_quantile=0.0 is out of range"),
         (["--reward_funcs", "nonsense"], "reward_funcs: unknown reward 'nonsense'"),
+        (["--dataset_streaming", "true"], "--dataset_streaming True is not supported"),  # trl.ScriptArguments' switch
     ],
 )
 def test_bad_flags_fail_early_with_the_field_name(tmp_path, args, message):

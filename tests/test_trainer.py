@@ -343,7 +343,10 @@ def test_clip_cov_is_not_warned_as_inert(tiny_model_dir, tmp_path):
     "overrides, match",
     [
         ({"token_regularizer": "vanilla"}, r"token_regularizer='vanilla' is not supported; choose one of"),
-        ({"low_entropy_quantile": 0.0}, r"low_entropy_quantile=0.0 is out of range; allowed range is \(0.0, 1.0\]"),
+        (
+            {"low_entropy_quantile": 0.0},
+            r"low_entropy_quantile=0.0 is out of range; allowed range is \(0, 1\]: set --low_entropy_quantile",
+        ),
         ({"low_entropy_quantile": 1.5}, r"low_entropy_quantile=1.5 is out of range"),
         ({"cov_ratio": -1e-4}, r"cov_ratio=-0.0001 is out of range"),
         ({"kl_cov_coef": -0.1}, r"kl_cov_coef=-0.1 is out of range; allowed range is \[0, 10000\]"),

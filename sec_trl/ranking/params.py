@@ -235,8 +235,10 @@ class RankingParams:
 
 @dataclass
 class RankScriptArguments(DatasetArguments):
-    """What to rank and where to write it, with TRL's script names and the prompt format shared with train.py and
-    sec_trl.evaluate (the command line's other arguments are :class:`RankingParams`)."""
+    """What to rank and where to write it: :class:`~sec_trl.script_args.DatasetArguments` (a `trl.ScriptArguments`,
+    the prompt format shared with train.py and sec_trl.evaluate) plus the output and the model (the command line's
+    other arguments are :class:`RankingParams`, whose ``dtype`` and ``trust_remote_code`` are part of the cache
+    fingerprint, so they stay there rather than in a `ModelConfig`)."""
 
     output_dir: str | None = field(
         default=None,
@@ -259,5 +261,6 @@ class RankScriptArguments(DatasetArguments):
     log_level: str = field(default="info", metadata={"help": "Logging level: debug, info, warning, error."})
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.num_prompts is not None and self.num_prompts < 1:
             raise ValueError(f"--num_prompts must be >= 1, got {self.num_prompts}")
