@@ -38,7 +38,9 @@ from mutants import MUTANTS  # noqa: E402
 
 
 ROOT = Path(__file__).resolve().parents[2]
-TIMEOUT = 900  # seconds per mutant run: far above any fast test file here; a hang counts as killed
+# seconds per mutant run (--timeout): far above any fast test file on an idle machine; a hang counts as killed, but
+# is reported as "killed (timeout)": on a machine shared with other jobs, rerun those with a larger --timeout
+TIMEOUT = 900
 
 
 def _match_start(text: str, old: str, occurrence: int) -> int:
@@ -141,12 +143,12 @@ def apply(copy: Path, mutant: dict) -> str:
     return text
 
 
-def run_tests(copy: Path, tests: list[str]) -> tuple[str, float]:
+def run_tests(copy: Path, tests: list[str], timeout: float = TIMEOUT) -> tuple[str, float]:
     env = {**os.environ, "PYTHONPATH": str(copy), "OMP_NUM_THREADS": "1", "PYTHONDONTWRITEBYTECODE": "1"}
     command = [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "-p", "no:randomly", *tests]
     start = time.monotonic()
     try:
-        result = subprocess.run(command, cwd=copy, env=env, capture_output=True, text=True, timeout=TIMEOUT)
+        result = subprocess.run(command, cwd=copy, env=env, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
         return "killed (timeout)", time.monotonic() - start
     elapsed = time.monotonic() - start
@@ -164,6 +166,7 @@ def main(argv=None):
     parser.add_argument("--no-baseline", action="store_true", help="skip the unmutated run")
     parser.add_argument("--slow", action="store_true", help="only the mutants with slow tests, run against those")
     parser.add_argument("--tests", nargs="*", help="run these test files for every mutant instead of its own")
+    parser.add_argument("--timeout", type=float, default=TIMEOUT, help=f"seconds per test run (default {TIMEOUT})")
     parser.add_argument("--check", action="store_true", help="only check that every mutant applies, then exit")
     args = parser.parse_args(argv)
     unknown = sorted(set(args.only or ()) - {m["id"] for m in MUTANTS})
@@ -192,7 +195,7 @@ def main(argv=None):
         copy_checkout(copy)
         if not args.no_baseline:
             tests = sorted({t for m in mutants for t in m["tests"]})
-            outcome, elapsed = run_tests(copy, tests)
+            outcome, elapsed = run_tests(copy, tests, args.timeout)
             print(
                 f"baseline (unmutated): {'pass' if outcome == 'SURVIVED' else 'FAIL'} in {elapsed:.0f} s", flush=True
             )
@@ -202,7 +205,7 @@ def main(argv=None):
         for m in mutants:
             original = apply(copy, m)
             try:
-                outcome, elapsed = run_tests(copy, m["tests"])
+                outcome, elapsed = run_tests(copy, m["tests"], args.timeout)
             finally:
                 (copy / m["file"]).write_text(original)
             results.append((m, outcome))
@@ -212,6 +215,8 @@ def main(argv=None):
     for m, outcome in results:
         if outcome == "SURVIVED":
             print(f"  survived: {m['id']} {m['file']}: {m['why']}")
+        elif outcome == "killed (timeout)":
+            print(f"  timed out (counted as killed; on a busy machine rerun with a larger --timeout): {m['id']}")
 
 
 if __name__ == "__main__":
