@@ -416,7 +416,7 @@ def earlier_run(output_dir: str | os.PathLike) -> tuple[list[str], list[str]]:
 
 
 def check_earlier_run(
-    output_dir: str | os.PathLike, resume_from_checkpoint: str | bool | None, overwrite: bool
+    output_dir: str | os.PathLike, resume_from_checkpoint: str | bool | None, overwrite: bool, *, log: bool = True
 ) -> list[str]:
     """A fresh run never deletes or overwrites an earlier run unasked.
 
@@ -455,7 +455,8 @@ def check_earlier_run(
         parts.append(f"its {', '.join(checkpoints)} deleted once the model has loaded, just before training")
     if files:
         parts.append(f"its {', '.join(files)} replaced by this run's final save")
-    logger.warning("--overwrite_output_dir true: replacing the earlier run in %s: %s.", shown, "; ".join(parts))
+    if log:  # once, not on every process of a multi-process run
+        logger.warning("--overwrite_output_dir true: replacing the earlier run in %s: %s.", shown, "; ".join(parts))
     return [os.path.join(os.fspath(output_dir), name) for name in checkpoints]
 
 

@@ -18,8 +18,11 @@ Without `--config`, the embedded model (no `--model_name_or_path`) runs with `re
 your flags; any other model runs with TRL's defaults, in fp32 when there is no bf16-capable accelerator. A
 `--config recipes/<name>.yaml` that is not a file (an installed package, run from your own directory) is the
 recipe of that name shipped inside the package.
-Everything that can be checked without a model (the config, the data files, the columns, the reward functions,
-the trackers, the curriculum's stages) is checked before the ranking and before the model is loaded.
+Everything that can be checked without a model (the output folders, the config, the data files, the columns, the
+reward functions, the trackers, the curriculum's stages) is checked before the ranking and before the model is
+loaded. A run without `--output_dir` under a shipped recipe gets the recipe's folder, or its own one when its
+settings differ (`place_output_dir`); a run never replaces an earlier run's checkpoints or model unless given
+`--resume_from_checkpoint` or `--overwrite_output_dir true` (docs/training.md, "Output folders").
 """
 
 from __future__ import annotations
@@ -133,7 +136,10 @@ def main(script_args: SENTScriptArguments, training_args, model_args, *, output_
         logger.info("%s", output_dir_note)
     check_output_folders(output_folders(script_args, training_args, model_args))
     replaced = check_earlier_run(
-        training_args.output_dir, training_args.resume_from_checkpoint, script_args.overwrite_output_dir
+        training_args.output_dir,
+        training_args.resume_from_checkpoint,
+        script_args.overwrite_output_dir,
+        log=state.is_main_process,
     )
     check_report_to(training_args.report_to)
     train_dataset = script_args.load("train")
