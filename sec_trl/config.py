@@ -369,12 +369,25 @@ class SETGRPOConfig(GRPOConfig):
         if self.num_train_epochs is None:
             self.num_train_epochs = _GRPO_DEFAULTS["num_train_epochs"]
         super().__post_init__()
+        self._validate_trl_forward()
         self._validate_finite()
         self._validate_integers()
         self._validate_ranges()
         self._validate_token_regularizer()
         self._validate_curriculum()
         self._validate_semantic_entropy()
+
+    def _validate_trl_forward(self) -> None:
+        """TRL 1.15 (the older supported minor) cannot run GRPO's forward everywhere: refuse before the model loads."""
+        import trl
+
+        if _trl_minor(trl.__version__) >= (1, 16):
+            return
+        from trl.trainer import utils
+
+        problem = trl_forward_problem(trl.__version__, utils._ChunkedLogProbFunction, self.device.type)
+        if problem:
+            raise ImportError(problem)
 
     def _validate_semantic_entropy(self) -> None:
         from .semantic_entropy import CLUSTER_METHODS
@@ -559,6 +572,30 @@ def _integer_kind(annotation) -> str | None:
     if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
         if set(typing.get_args(annotation)) == {int, type(None)}:
             return "optional"
+    return None
+
+
+def _trl_minor(version: str) -> tuple[int, ...]:
+    from packaging.version import Version
+
+    return Version(version).release[:2]
+
+
+def trl_forward_problem(trl_version: str, kernel, device_type: str) -> str | None:
+    """Why GRPO's forward cannot run with this TRL on `device_type`, or None. TRL 1.15's trainer computes every
+    forward's log-probabilities with `trl.kernels.ChunkedLogProbFunction` (`kernel`, as `trl.trainer.utils` holds
+    it), a Triton kernel: None without the `triton` package, and for CUDA/XPU tensors only. TRL 1.16 adds a torch
+    path for every other device and runs without `triton`."""
+    if _trl_minor(trl_version) >= (1, 16):
+        return None
+    fix = "install TRL 1.16 (pip install 'trl>=1.16,<1.17'), which runs on every device without triton"
+    if kernel is None:
+        return (
+            f"TRL {trl_version}'s GRPO forward needs the triton package, which is not installed: {fix}, or install "
+            "triton (CUDA/XPU only)."
+        )
+    if device_type not in ("cuda", "xpu") and getattr(kernel, "__module__", "").startswith("trl."):
+        return f"TRL {trl_version}'s GRPO forward is a Triton kernel for CUDA/XPU, not {device_type}: {fix}."
     return None
 
 

@@ -405,7 +405,7 @@ def resolve_resume(resume_from_checkpoint: str | bool | None, output_dir: str) -
     ``true`` / ``latest`` / ``yes`` / ``1``: the newest complete checkpoint in ``output_dir`` (an interrupted save
     is skipped); ``ValueError`` when there is none. A path: that checkpoint, which must be complete.
     """
-    if resume_from_checkpoint in (None, False, "", "false", "False", "no", "0"):
+    if not resolve_resume_requested(resume_from_checkpoint):
         return None
     if resume_from_checkpoint is True or str(resume_from_checkpoint).lower() in ("true", "latest", "yes", "1"):
         found = latest_complete_checkpoint(output_dir)
@@ -423,3 +423,154 @@ def resolve_resume(resume_from_checkpoint: str | bool | None, output_dir: str) -
             f"({problem}). Use --resume_from_checkpoint true to take the newest complete one."
         )
     return str(resume_from_checkpoint)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# output folders
+
+
+WRITE_PROBE_PREFIX = ".sec_trl-write-probe-"
+
+
+def check_writable(path: str | os.PathLike, flag: str, *, what: str = "the run's outputs") -> None:
+    """``path`` is a folder this process can write into, or can be created: else ``ValueError`` naming ``flag``
+    and the fix, before anything is loaded or sampled (a read-only folder would otherwise fail at the first save,
+    after the whole run).
+
+    Nothing is created: the folder itself when it exists, else its nearest existing parent, must be a folder in which
+    a probe file (``.sec_trl-write-probe-*``) can be written and removed. This catches what ``os.access`` misses: a
+    read-only file system, a file where a folder is expected, and (for root) nothing that is merely ``chmod``-ed."""
+    import tempfile
+
+    from .script_args import shown_path
+
+    target = os.path.abspath(os.path.expanduser(os.fspath(path)))
+    existing = target
+    while not os.path.exists(existing):
+        parent = os.path.dirname(existing)
+        if parent == existing:
+            break
+        existing = parent
+    shown = shown_path(target)
+    fix = f"Give {flag} a folder you can write to"
+    if not os.path.isdir(existing):
+        if existing == target:
+            problem = "it is a file, not a folder"
+        else:
+            problem = f"{shown_path(existing)} is a file, so no folder can be created under it"
+        raise ValueError(f"{flag} {shown}: cannot write {what} there: {problem}. {fix}.")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=WRITE_PROBE_PREFIX, dir=existing)
+        os.close(fd)
+        os.remove(probe)
+    except OSError as e:
+        where = shown if existing == target else f"{shown_path(existing)} (its nearest existing folder)"
+        reason = e.strerror or type(e).__name__
+        raise ValueError(
+            f"{flag} {shown}: cannot write {what} there: writing a file into {where} fails ({reason}). {fix}, or "
+            f"make {shown_path(existing)} writable (e.g. chmod u+w, or remount it read-write)."
+        ) from None
+
+
+def check_output_folders(folders: Sequence[tuple[str, str | os.PathLike | None, str]]) -> None:
+    """:func:`check_writable` for every ``(flag, folder, what)`` whose folder is set, each folder once."""
+    seen: set[str] = set()
+    for flag, folder, what in folders:
+        if folder is None or str(folder) == "":
+            continue
+        key = os.path.abspath(os.path.expanduser(os.fspath(folder)))
+        if key in seen:
+            continue
+        seen.add(key)
+        check_writable(folder, flag, what=what)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# an earlier run in output_dir
+
+
+SAVED_MODEL_FILES = (
+    "config.json",
+    "adapter_config.json",
+    "adapter_model.safetensors",
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "trainer_state.json",
+)
+"""Files that mark a run's saved model (or its state) at the top of an output folder."""
+
+
+def earlier_run(output_dir: str | os.PathLike) -> tuple[list[str], list[str]]:
+    """``(checkpoint folder names, saved-model file names)`` an earlier run left in ``output_dir`` (both empty when
+    the folder is new, empty, or holds anything else: a ranking cache, a card, evaluation results)."""
+    folder = Path(output_dir)
+    if not folder.is_dir():
+        return [], []
+    checkpoints = sorted(
+        (p.name for p in folder.glob("checkpoint-*") if p.is_dir()),
+        key=lambda name: (len(name), name),
+    )
+    files = [name for name in SAVED_MODEL_FILES if (folder / name).is_file()]
+    return checkpoints, files
+
+
+def check_earlier_run(
+    output_dir: str | os.PathLike, resume_from_checkpoint: str | bool | None, overwrite: bool, *, log: bool = True
+) -> list[str]:
+    """A fresh run never deletes or overwrites an earlier run unasked.
+
+    Without ``--resume_from_checkpoint``, an ``output_dir`` holding ``checkpoint-*`` folders or a saved model stops
+    the run here (``ValueError`` naming ``--resume_from_checkpoint true`` and ``--overwrite_output_dir true``), before
+    the model loads: Trainer's ``save_total_limit`` would delete those checkpoints (or the newest old one would be
+    kept and this run's deleted) and the final save would replace the model, without a word. With
+    ``--overwrite_output_dir true``, returns the earlier run's checkpoint folders, which :func:`clear_earlier_run`
+    deletes (this run's own checkpoints, resume and rotation must not mix with them), after logging what is replaced.
+    """
+    resuming = resolve_resume_requested(resume_from_checkpoint)
+    if resuming and overwrite:
+        raise ValueError(
+            "--resume_from_checkpoint and --overwrite_output_dir true contradict each other: resume continues the run "
+            "in --output_dir, overwrite replaces it. Give one of them."
+        )
+    if resuming:
+        return []
+    checkpoints, files = earlier_run(output_dir)
+    if not checkpoints and not files:
+        return []
+    from .script_args import shown_path
+
+    found = ", ".join(
+        [*([f"{len(checkpoints)} checkpoint(s) ({', '.join(checkpoints[-3:])})"] if checkpoints else []), *files]
+    )
+    shown = shown_path(output_dir)
+    if not overwrite:
+        raise ValueError(
+            f"--output_dir {shown} already holds an earlier run ({found}); a fresh run would delete its checkpoints "
+            "and replace its model. Continue it with --resume_from_checkpoint true, replace it with "
+            "--overwrite_output_dir true, or give another --output_dir."
+        )
+    parts = []
+    if checkpoints:
+        parts.append(f"its {', '.join(checkpoints)} deleted once the model has loaded, just before training")
+    if files:
+        parts.append(f"its {', '.join(files)} replaced by this run's final save")
+    if log:  # once, not on every process of a multi-process run
+        logger.warning("--overwrite_output_dir true: replacing the earlier run in %s: %s.", shown, "; ".join(parts))
+    return [os.path.join(os.fspath(output_dir), name) for name in checkpoints]
+
+
+def clear_earlier_run(checkpoints: Sequence[str]) -> None:
+    """Delete the earlier run's checkpoint folders found by :func:`check_earlier_run` (main process only; train.py
+    calls it once the model has loaded, right before training)."""
+    import shutil
+
+    for folder in checkpoints:
+        if os.path.isdir(folder):
+            shutil.rmtree(folder)
+            logger.info("--overwrite_output_dir true: deleted the earlier run's %s.", Path(folder).name)
+
+
+def resolve_resume_requested(resume_from_checkpoint: str | bool | None) -> bool:
+    """Whether ``--resume_from_checkpoint`` asks to resume (as :func:`resolve_resume` reads it)."""
+    return resume_from_checkpoint not in (None, False, "", "false", "False", "no", "0")

@@ -18,8 +18,11 @@ Without `--config`, the embedded model (no `--model_name_or_path`) runs with `re
 your flags; any other model runs with TRL's defaults, in fp32 when there is no bf16-capable accelerator. A
 `--config recipes/<name>.yaml` that is not a file (an installed package, run from your own directory) is the
 recipe of that name shipped inside the package.
-Everything that can be checked without a model (the config, the data files, the columns, the reward functions,
-the trackers, the curriculum's stages) is checked before the ranking and before the model is loaded.
+Everything that can be checked without a model (the output folders, the config, the data files, the columns, the
+reward functions, the trackers, the curriculum's stages) is checked before the ranking and before the model is
+loaded. A run without `--output_dir` under a shipped recipe gets the recipe's folder, or its own one when its
+settings differ (`place_output_dir`); a run never replaces an earlier run's checkpoints or model unless given
+`--resume_from_checkpoint` or `--overwrite_output_dir true` (docs/training.md, "Output folders").
 """
 
 from __future__ import annotations
@@ -68,6 +71,14 @@ class SENTScriptArguments(DatasetArguments):
         default=False,
         metadata={"help": "With --use_peft: also save the LoRA-merged full model to <output_dir>/merged."},
     )
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={
+            "help": "Replace an earlier run in --output_dir (its checkpoint-* folders are deleted before the model "
+            "loads, its saved model is replaced by this run's). Without it, a run without --resume_from_checkpoint "
+            "into a folder holding checkpoints or a saved model stops before the model loads."
+        },
+    )
     eval_num_prompts: int | None = field(
         default=None,
         metadata={
@@ -103,7 +114,8 @@ class SENTScriptArguments(DatasetArguments):
 RANKING_FLAGS = {"num_samples": "se_num_samples", "max_new_tokens": "se_max_new_tokens", "estimator": "se_estimator"}
 
 
-def main(script_args: SENTScriptArguments, training_args, model_args) -> None:
+def main(script_args: SENTScriptArguments, training_args, model_args, *, output_dir_note: str | None = None) -> None:
+    """The run, from parsed arguments; ``output_dir_note``: the line :func:`place_output_dir` returned, logged."""
     from accelerate import PartialState
     from trl import get_peft_config
 
@@ -113,9 +125,12 @@ def main(script_args: SENTScriptArguments, training_args, model_args) -> None:
         build_reward_funcs,
         check_curriculum_fits,
         check_curriculum_replay,
+        check_earlier_run,
+        check_output_folders,
         check_report_to,
         check_reward_columns,
         check_reward_weights,
+        clear_earlier_run,
         resolve_resume,
         warn_if_curriculum_is_cut,
     )
@@ -127,7 +142,17 @@ def main(script_args: SENTScriptArguments, training_args, model_args) -> None:
         level=logging.INFO if state.is_main_process else logging.WARNING,
     )
 
-    # 1. everything checkable without a model: trackers, data, rewards, curriculum, checkpoint to resume from
+    # 1. everything checkable without a model: the output folders (writable; no earlier run replaced unasked),
+    # trackers, data, rewards, curriculum, checkpoint to resume from
+    if output_dir_note:
+        logger.info("%s", output_dir_note)
+    check_output_folders(output_folders(script_args, training_args, model_args))
+    replaced = check_earlier_run(
+        training_args.output_dir,
+        training_args.resume_from_checkpoint,
+        script_args.overwrite_output_dir,
+        log=state.is_main_process,
+    )
     check_report_to(training_args.report_to)
     train_dataset = script_args.load("train")
     eval_dataset = load_eval_dataset(script_args, training_args)
@@ -142,6 +167,7 @@ def main(script_args: SENTScriptArguments, training_args, model_args) -> None:
         warn_if_curriculum_is_cut(len(train_dataset), training_args)
         if training_args.curriculum_se_column not in train_dataset.column_names:
             ranking_params(script_args, training_args, dtype=model_args.dtype)  # the ranking's flags, checked
+            check_output_folders([ranking_folder(script_args, training_args)])  # the ranking writes here
     resume = resolve_resume(training_args.resume_from_checkpoint, training_args.output_dir)
     logger.info("dataset: %s, %d prompts", script_args.dataset_shown(), len(train_dataset))
 
@@ -184,6 +210,11 @@ def main(script_args: SENTScriptArguments, training_args, model_args) -> None:
     # 4. train (resumable), save (not pushed yet: step 5 pushes output_dir once everything below is in it).
     # Inside work_phase an error keeps its traceback (sec_trl.errors): it is not a user's flag; a full disk is
     # explained (DiskFullError names the folder and the space left)
+    # --overwrite_output_dir true: the earlier run's checkpoints go only now, once the model has loaded and the
+    # ranking is done (a run that cannot start leaves them intact); its saved model is replaced by this run's save
+    if replaced and trainer.accelerator.is_main_process:
+        clear_earlier_run(replaced)
+    trainer.accelerator.wait_for_everyone()
     with explain_disk_errors(training_args.output_dir):
         with work_phase():
             trainer.train(resume_from_checkpoint=resume)
@@ -192,7 +223,9 @@ def main(script_args: SENTScriptArguments, training_args, model_args) -> None:
     if script_args.save_merged and model_args.use_peft:
         save_merged_model(trainer, os.path.join(training_args.output_dir, "merged"))
     trainer.accelerator.print(format_log_table(trainer.state.log_history))
-    trainer.accelerator.print(f"Model and model card saved to {training_args.output_dir}")
+    from sec_trl.publishing import shown_path
+
+    trainer.accelerator.print(f"Model and model card saved to {shown_path(training_args.output_dir)}")
 
     # 5. push: everything is on disk already, so a failed push loses nothing
     trainer.accelerator.wait_for_everyone()
@@ -271,6 +304,29 @@ def num_evaluations(training_args) -> int | None:
     return start + training_args.max_steps // int(every)
 
 
+def ranking_folder(script_args: SENTScriptArguments, training_args) -> tuple[str, str, str]:
+    """``(flag, folder, what)`` of the curriculum's semantic-entropy ranking (default ``<output_dir>/se_ranking``)."""
+    if script_args.se_ranking_dir:
+        return "--se_ranking_dir", script_args.se_ranking_dir, "the semantic-entropy ranking and its cache"
+    folder = os.path.join(training_args.output_dir, "se_ranking")
+    return "--output_dir", folder, "the semantic-entropy ranking (<output_dir>/se_ranking) and its cache"
+
+
+def output_folders(script_args: SENTScriptArguments, training_args, model_args) -> list[tuple[str, str, str]]:
+    """``(flag, folder, what)`` of every folder the run writes into, for :func:`sec_trl.preflight.check_output_folders`
+    (the ranking's, which only a curriculum without a semantic-entropy column writes, is :func:`ranking_folder`)."""
+    folders = [("--output_dir", training_args.output_dir, "the checkpoints, the final model and its card")]
+    if script_args.save_merged and model_args.use_peft:
+        merged = os.path.join(training_args.output_dir, "merged")
+        folders.append(("--save_merged true", merged, "the merged model (<output_dir>/merged)"))
+    report_to = training_args.report_to
+    reports = [report_to] if isinstance(report_to, str) else list(report_to or [])
+    tensorboard_dir = os.environ.get("TENSORBOARD_LOGGING_DIR")  # transformers 5's TensorBoardCallback reads it
+    if tensorboard_dir and ("tensorboard" in reports or "all" in reports):
+        folders.append(("TENSORBOARD_LOGGING_DIR (environment)", tensorboard_dir, "the TensorBoard logs"))
+    return folders
+
+
 def resolve_model(model_args) -> tuple[str, str]:
     """(what to load, what to show in logs): the embedded model resolves to its local cache, shown by name."""
     from sec_trl.embedded import resolve_model_path
@@ -337,7 +393,7 @@ def rank_for_curriculum(
     from sec_trl.data import PromptFormat
     from sec_trl.rank import HISTOGRAM_FILENAME, ensure_ranked
 
-    ranking_dir = script_args.se_ranking_dir or os.path.join(training_args.output_dir, "se_ranking")
+    ranking_dir = ranking_folder(script_args, training_args)[1]
     params = ranking_params(script_args, training_args, dtype=dtype)
     logger.info(
         "Semantic-entropy ranking before training: %d prompts x %d samples x up to %d new tokens (%d generations, "
@@ -514,8 +570,129 @@ def cli(argv: list[str] | None = None) -> None:
 
     argv = sys.argv[1:] if argv is None else argv
     with user_errors("sec_trl.train"):
-        script_args, training_args, model_args = make_parser().parse_args_and_config(args=with_default_recipe(argv))
-        main(script_args, training_args, model_args)
+        script_args, training_args, model_args, note = parse_command_line(argv)
+        main(script_args, training_args, model_args, output_dir_note=note)
+
+
+def parse_command_line(argv: list[str]):
+    """``(script_args, training_args, model_args, note)`` of a train.py command line: the recipe put in front when
+    none is given (:func:`with_default_recipe`), ``output_dir`` chosen by :func:`place_output_dir`, whose one-line
+    ``note`` says which folder and why."""
+    full = with_default_recipe(list(argv))
+    script_args, training_args, model_args = make_parser().parse_args_and_config(args=full)
+    note = place_output_dir(argv, full, training_args)
+    return script_args, training_args, model_args, note
+
+
+# Fields that change where and how a run is published or reported, or how it starts, not what it trains: they do not
+# take part in the fingerprint of a run's own folder (so `--resume_from_checkpoint true` or `--push_to_hub true`
+# reaches the folder of the same command without it). Every `hub_*` field counts too.
+NOT_IN_FOLDER_FINGERPRINT = frozenset(
+    {"output_dir", "resume_from_checkpoint", "overwrite_output_dir", "push_to_hub", "report_to", "run_name"}
+)
+
+
+def place_output_dir(argv: list[str], full_argv: list[str], training_args) -> str:
+    """Give a run without ``--output_dir`` a folder of its own; return the line that says which folder, and why.
+
+    ``--output_dir`` on the command line wins, and so does an ``output_dir`` in a config file of your own. Under a
+    shipped recipe (the embedded one that train.py without ``--config`` runs, or ``--config recipes/<name>.yaml``),
+    the folder is the recipe's ``output_dir`` when the run's settings equal the recipe's (``make train`` writes to
+    ``outputs/smollm2-arith-sent``), else ``<recipe output_dir>-<8 hex digits>``, a fingerprint of the settings that
+    differ from the recipe (:func:`folder_fingerprint`): the same command reaches the same folder, other flags
+    another. ``training_args.output_dir`` is set accordingly."""
+    from sec_trl.script_args import shown_path
+
+    if any(_flag_name(arg) == "output_dir" for arg in argv):
+        return f"output_dir: {shown_path(training_args.output_dir)} (--output_dir)"
+    config = _config_path(full_argv)
+    if config is None:
+        return f"output_dir: {shown_path(training_args.output_dir)} (TRL's default; --output_dir sets another)"
+    recipe = _read_yaml(config)
+    if "output_dir" not in recipe:
+        return f"output_dir: {shown_path(training_args.output_dir)} (TRL's default; --output_dir sets another)"
+    if not is_shipped_recipe(config):
+        return f"output_dir: {shown_path(training_args.output_dir)} (from --config {Path(config).name})"
+    changed = changed_settings(full_argv, ["--config", config])
+    base = str(recipe["output_dir"]).rstrip("/\\")
+    if not changed:
+        return (
+            f"output_dir: {shown_path(training_args.output_dir)} (the recipe {Path(config).name}'s folder: no setting "
+            "differs from it; --output_dir sets another)"
+        )
+    folder = f"{base}-{folder_fingerprint(changed)}"
+    training_args.output_dir = os.path.expanduser(folder)
+    names = ", ".join(sorted(changed))
+    return (
+        f"output_dir: {shown_path(training_args.output_dir)} (no --output_dir: the recipe {Path(config).name}'s "
+        f"folder + a fingerprint of the settings that differ from it: {names}; the same flags reach the same "
+        "folder, --output_dir sets another)"
+    )
+
+
+def folder_fingerprint(changed: dict) -> str:
+    """8 hex digits of the SHA-256 of the changed settings (sorted JSON): deterministic across runs and machines."""
+    import hashlib
+    import json
+
+    text = json.dumps(changed, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:8]
+
+
+def changed_settings(argv: list[str], baseline_argv: list[str]) -> dict:
+    """The settings (field name -> value, as the command line parses them) of ``argv`` that differ from those of
+    ``baseline_argv``, leaving out :data:`NOT_IN_FOLDER_FINGERPRINT` and ``hub_*``. Compared by value, so
+    ``--max_steps 12`` under a recipe of 12 steps, or ``5e-5`` for ``0.00005``, changes nothing."""
+    ours, theirs = _raw_settings(argv), _raw_settings(baseline_argv)
+    return {
+        name: value
+        for name, value in sorted(ours.items())
+        if name not in NOT_IN_FOLDER_FINGERPRINT and not name.startswith("hub_") and value != theirs.get(name)
+    }
+
+
+def _raw_settings(argv: list[str]) -> dict:
+    """Every field's value as ``TrlParser.parse_args_and_config`` reads ``argv`` (config file values as defaults,
+    flags over them), before the dataclasses are built: plain values, no object whose text could vary."""
+    parser = make_parser()
+    args = list(argv)
+    if "--config" in args:
+        i = args.index("--config")
+        config = _read_yaml(args[i + 1])
+        del args[i : i + 2]
+        config.pop("env", None)
+        parser.set_defaults_with_config(**config)
+    namespace, _ = parser.parse_known_args(args)
+    return vars(namespace)
+
+
+def _flag_name(arg: str) -> str | None:
+    if not arg.startswith("--"):
+        return None
+    return arg[2:].split("=", 1)[0].replace("-", "_")
+
+
+def _config_path(argv: list[str]) -> str | None:
+    for i, arg in enumerate(argv):
+        if arg == "--config" and i + 1 < len(argv):
+            return argv[i + 1]
+    return None
+
+
+def _read_yaml(path: str) -> dict:
+    import yaml
+
+    with open(path) as f:
+        content = yaml.safe_load(f)
+    return dict(content) if isinstance(content, dict) else {}
+
+
+def is_shipped_recipe(path: str) -> bool:
+    """Whether ``path`` is one of the recipes shipped with sec_trl (``recipes/`` of the checkout or the package)."""
+    try:
+        return Path(path).resolve().parent == DEFAULT_RECIPE.resolve().parent
+    except OSError:
+        return False
 
 
 if __name__ == "__main__":

@@ -8,6 +8,13 @@ import pytest
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the Hub is not reachable here; fail fast instead of retrying
 
+# TRL 1.15 (the older supported minor, `make test-trl-min`): its fused LM head is a Triton kernel with no CPU path;
+# on the CPU the tests run its math in torch (tests/helpers/trl_kernel.py). A no-op on TRL 1.16.
+from helpers import trl_kernel  # noqa: E402  (after the environment above: huggingface_hub reads it on import)
+
+
+trl_kernel.install()
+
 
 @pytest.fixture(scope="session")
 def embedded_dir():

@@ -444,6 +444,65 @@ def timed_reward_call(timeout, *, thread=False):
             run()
         return SimpleNamespace(**outcome)
 
+
+def unwritable_folder(tmp_path):
+    """A real folder this process cannot write into. For a normal user, a folder chmod-ed 0o500. Root writes through
+    any mode bits (this project's VM runs the tests as root), so there it is a folder path under a regular file,
+    which nobody can create (ENOTDIR): the same "cannot write there" a read-only file system gives."""
+    folder = tmp_path / "read-only"
+    folder.mkdir()
+    folder.chmod(0o500)
+    try:
+        (folder / "probe").write_text("")
+    except OSError:
+        return folder  # really read-only
+    (folder / "probe").unlink()
+    folder.chmod(0o700)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    return blocker / "read-only"
+
+
+def output_path(given, env):
+    """``given``: "read-only" (:func:`unwritable_folder`), "read-only/<sub>" (a folder to create inside it), or a
+    path relative to ``tmp_path``."""
+    if given == "read-only" or given.startswith("read-only/"):
+        return unwritable_folder(env.tmp_path).joinpath(*given.split("/")[1:])
+    return env.tmp_path / given
+
+
+def writable_check(given, env):
+    """`check_writable` of a folder (see :func:`output_path`); what it left on disk."""
+    from sec_trl.preflight import check_writable
+
+    target = output_path(given, env)
+    check_writable(target, "--output_dir")
+    return sorted(p.name for p in env.tmp_path.rglob("*"))
+
+
+def cli_outcome(module: str):
+    """The exit code and stderr of ``python -m <module> <flags> --output_dir <given>`` run in-process (its `cli`),
+    with a model path that does not exist: the folder must be refused before the model loads (or any sampling)."""
+
+    def call(given, env):
+        import contextlib
+        import importlib
+        import io
+
+        cli = importlib.import_module(module).cli
+        data = write_jsonl(env.tmp_path / "d.jsonl", [{"prompt": "What is 1 + 1?", "answer": "2"}] * 2)
+        argv = ["--model_name_or_path", str(env.tmp_path / "no-such-model"), "--dataset_name", data]
+        argv += ["--output_dir", str(output_path(given, env))]
+        if module.endswith("evaluate"):
+            argv += ["--dataset_test_split", "train", "--k", "2", "--max_new_tokens", "2", "--use_cpu", "true"]
+        stderr = io.StringIO()
+        with contextlib.redirect_stderr(stderr):
+            try:
+                code = cli(argv)
+            except SystemExit as exit:
+                code = exit.code
+        return SimpleNamespace(rc=code, stderr=stderr.getvalue())
+
     return call
 
 
@@ -533,6 +592,95 @@ def bad_shard_warning(given, env):
     finally:
         logger.removeHandler(handler)
     return SimpleNamespace(messages=[r.getMessage() for r in records], tmp=str(env.tmp_path))
+
+
+def refused_before_model(text):
+    def ok(r):
+        lines = [line for line in r.stderr.splitlines() if line.startswith(("sec_trl.", "error"))]
+        return r.rc == 2 and len(lines) == 1 and text in lines[0] and "no-such-model" not in r.stderr
+
+    return Check(ok, f"exit 2, one error line saying {text!r}, before the model loads")
+
+
+def train_into(given, env):
+    """train.py (a model path that does not exist) into --output_dir ``given["output_dir"]`` (see
+    :func:`output_path`), after ``given["before"]`` (names of checkpoint folders / files to create in it), with
+    ``given["flags"]``; the outcome and what the folder holds afterwards."""
+    out = output_path(given["output_dir"], env)
+    for name in given.get("before", ()):
+        if name.startswith("checkpoint-"):
+            (out / name).mkdir(parents=True)
+            (out / name / "trainer_state.json").write_text("{}")
+        else:
+            out.mkdir(parents=True, exist_ok=True)
+            (out / name).write_text("{}")
+    data = write_jsonl(env.tmp_path / "d.jsonl", [{"prompt": "What is 1 + 1?", "answer": "2"}] * 4)
+    model = given.get("model", env.tmp_path / "no-such-model")
+    flags = train_flags(model_name_or_path=model, dataset_name=data, output_dir=out, **given.get("flags", {}))
+    result = run_train(flags, env.tmp_path, timeout=600)
+    held = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
+    return SimpleNamespace(rc=result.returncode, stdout=result.stdout, stderr=result.stderr, held=held)
+
+
+def train_refuses(text, *, keeps=()):
+    def ok(r):
+        return r.rc != 0 and text in r.stderr and "no-such-model" not in r.stderr and set(keeps) <= set(r.held)
+
+    return Check(ok, f"fails before the model loads, saying {text!r}, the folder still holding {list(keeps)}")
+
+
+def tiny_model(given, env):
+    return {**given, "model": env.tiny_model_dir}
+
+
+def overwrite_run(given, env):
+    return train_into(tiny_model(given, env), env)
+
+
+def replaced_earlier_run(r) -> bool:
+    return (
+        r.rc == 0
+        and "replacing the earlier run" in r.stderr
+        and "deleted the earlier run's checkpoint-99" in r.stderr
+        and "checkpoint-99" not in r.held
+        and "model.safetensors" in r.held
+    )
+
+
+MY_RECIPE = "output_dir: runs/mine\nmax_steps: 3\n"
+
+
+def chosen_folders(given, env):
+    """The output_dir train.py's command line chooses for each argv of ``given`` (parsed as train.py parses it, in
+    ``tmp_path``; no model loads), with ``my.yaml`` there holding :data:`MY_RECIPE`."""
+    from sec_trl.train import parse_command_line
+
+    env.request.getfixturevalue("monkeypatch").chdir(env.tmp_path)
+    (env.tmp_path / "my.yaml").write_text(MY_RECIPE)
+    return [parse_command_line(list(argv))[1].output_dir for argv in given]
+
+
+RECIPE_FOLDER = "outputs/smollm2-arith-sent"
+
+
+def distinct_fingerprinted(folders) -> bool:
+    import re
+
+    pattern = re.escape(RECIPE_FOLDER) + "-[0-9a-f]{8}"
+    return len(set(folders)) == len(folders) and all(re.fullmatch(pattern, f) for f in folders)
+
+
+def embedded_same_command_twice(given, env):
+    """`train.py <given>` (the embedded recipe, no --output_dir) run in ``tmp_path`` when the folder that command
+    chooses already holds a checkpoint: it reaches that folder again, and stops there before the model loads."""
+    from sec_trl.train import parse_command_line
+
+    env.request.getfixturevalue("monkeypatch").chdir(env.tmp_path)
+    folder = env.tmp_path / parse_command_line(list(given))[1].output_dir
+    (folder / "checkpoint-2").mkdir(parents=True)
+    (folder / "checkpoint-2" / "trainer_state.json").write_text("{}")
+    result = run_train(list(given), env.tmp_path, timeout=600)
+    return SimpleNamespace(rc=result.returncode, stderr=result.stderr, folder=folder.name)
 
 
 # ------------------------------------------------------------------------------------------------------------- table
@@ -713,6 +861,123 @@ CASES = [
         OSError(28, "No space left on device"),
         save_on_full_disk,
         Raises(OSError, "--output_dir"),
+    ),
+    # item 2: every output folder is checked writable before any model loads or any sampling (nothing is created)
+    case("2-writable-new-nested-folder-creates-nothing", "new/a/b", writable_check, []),
+    case("2-read-only-folder", "read-only", writable_check, Raises(ValueError, "--output_dir")),
+    case("2-new-folder-in-read-only-folder", "read-only/run", writable_check, Raises(ValueError, "cannot write")),
+    case("2-output_dir-is-a-file", "d.jsonl", cli_outcome("sec_trl.rank"), refused_before_model("not a folder")),
+    case(
+        "2-train-read-only-output_dir",
+        {"output_dir": "read-only"},
+        train_into,
+        train_refuses("read-only: cannot write the checkpoints"),
+    ),
+    case(
+        "2-rank-read-only-output_dir",
+        "read-only",
+        cli_outcome("sec_trl.rank"),
+        refused_before_model("read-only: cannot write"),
+    ),
+    case(
+        "2-rank-new-folder-in-read-only-folder",
+        "read-only/ranked",
+        cli_outcome("sec_trl.rank"),
+        refused_before_model("ranked: cannot write"),
+    ),
+    case(
+        "2-evaluate-read-only-output_dir",
+        "read-only",
+        cli_outcome("sec_trl.evaluate"),
+        refused_before_model("read-only: cannot write"),
+    ),
+    case(
+        "2-train-read-only-se_ranking_dir",
+        {"output_dir": "out", "flags": {"curriculum": True, "num_train_epochs": 1, "se_ranking_dir": "a-file/r"}},
+        lambda given, env: (env.tmp_path / "a-file").write_text("") or train_into(given, env),
+        train_refuses("--se_ranking_dir a-file/r: cannot"),
+    ),
+    # item 6: a fresh run never deletes or overwrites an earlier run unasked
+    case(
+        "6-fresh-run-into-used-output_dir",
+        {"output_dir": "used", "before": ["checkpoint-6", "model.safetensors", "config.json"]},
+        train_into,
+        train_refuses(
+            "--resume_from_checkpoint true, replace it with --overwrite_output_dir true",
+            keeps=["checkpoint-6", "config.json", "model.safetensors"],
+        ),
+    ),
+    case(
+        "6-fresh-run-into-folder-with-only-an-adapter",
+        {"output_dir": "used", "before": ["adapter_config.json"]},
+        train_into,
+        train_refuses("already holds an earlier run (adapter_config.json)", keeps=["adapter_config.json"]),
+    ),
+    case(
+        "6-resume-and-overwrite-contradict",
+        {
+            "output_dir": "used",
+            "before": ["checkpoint-6"],
+            "flags": {"resume_from_checkpoint": True, "overwrite_output_dir": True},
+        },
+        train_into,
+        train_refuses("contradict each other", keeps=["checkpoint-6"]),
+    ),
+    case(
+        "6-overwrite-replaces-the-earlier-run",
+        {
+            "output_dir": "used",
+            "before": ["checkpoint-99", "model.safetensors"],
+            "flags": {"overwrite_output_dir": True, "max_steps": 1, "reward_funcs": "format"},
+        },
+        overwrite_run,
+        Check(replaced_earlier_run, "trains, logs what it replaces, the old checkpoint gone, a new model saved"),
+    ),
+    case(
+        "6-no-output_dir-recipe-settings-keep-the-recipe-folder",
+        [[], ["--max_steps", "12"], ["--config", "recipes/smollm2_arith_cpu.yaml"], ["--push_to_hub", "true"]],
+        chosen_folders,
+        [RECIPE_FOLDER] * 4,
+    ),
+    case(
+        "6-no-output_dir-different-flags-different-folders",
+        [["--max_steps", "50"], ["--max_steps", "51"], ["--learning_rate", "5e-5"], ["--curriculum", "true"]],
+        chosen_folders,
+        Check(distinct_fingerprinted, "four different <recipe folder>-<8 hex> folders"),
+    ),
+    case(
+        "6-no-output_dir-same-flags-same-folder",
+        [
+            ["--max_steps", "50", "--learning_rate", "5e-5"],
+            ["--learning_rate=0.00005", "--max_steps=50"],
+            ["--max_steps", "50", "--learning_rate", "5e-5", "--resume_from_checkpoint", "true"],
+        ],
+        chosen_folders,
+        Check(lambda f: len(set(f)) == 1 and distinct_fingerprinted(f[:1]), "one fingerprinted folder"),
+    ),
+    case("6-folder-fingerprint-is-stable", [["--max_steps", "50"]], chosen_folders, [f"{RECIPE_FOLDER}-35873823"]),
+    case(
+        "6-output_dir-flag-and-own-config-win",
+        [
+            ["--max_steps", "50", "--output_dir", "mine"],
+            ["--config", "my.yaml"],
+            ["--config", "my.yaml", "--seed", "1"],
+        ],
+        chosen_folders,
+        ["mine", "runs/mine", "runs/mine"],
+    ),
+    case(
+        "6-same-command-twice-reaches-its-folder-and-stops",
+        ["--max_steps", "50"],
+        embedded_same_command_twice,
+        Check(
+            lambda r: (
+                r.rc != 0
+                and f"output_dir: outputs/{r.folder} (no --output_dir" in r.stderr
+                and f"--output_dir outputs/{r.folder} already holds an earlier run (1 checkpoint(s)" in r.stderr
+            ),
+            "the log names the fingerprinted folder, then rule (a) stops the run",
+        ),
     ),
     # item 5: one mistyped ranking flag does not cost the original run its cache
     case("5-rank-other-seed-then-original", {"seed": 7}, rank_three_times, [4, 4, 0]),

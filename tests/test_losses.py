@@ -5,6 +5,7 @@ with the documented tie rule of `sec_trl.losses`: entropy ties by row-major posi
 entropy, position), random priorities by position.
 """
 
+import functools
 import math
 
 import pytest
@@ -295,6 +296,35 @@ def test_padding_values_never_leak():
     assert (loss_a[~mask] == 0).all()
     (g,) = torch.autograd.grad(loss_b.sum(), logp)
     assert not torch.isnan(g).any() and (g[~mask] == 0).all()
+
+
+@pytest.mark.parametrize("equal_advantages", [False, True])
+def test_extra_padding_changes_nothing(equal_advantages):
+    """How much padding a batch carries (set by its longest completion) changes no selection and no loss: every
+    count and mean (the covariance's means over the valid tokens, or over SENT's low-entropy set) ignores padding.
+    With equal advantages (a group whose rewards all agree) the covariance is exactly 0 with or without padding."""
+    logp, old, adv, ent, mask = make_inputs((3, 8), 7)
+    if equal_advantages:
+        adv = torch.ones_like(adv)
+
+    def padded(x, value):
+        return torch.cat([x, torch.full((3, 5), value, dtype=x.dtype)], dim=1)
+
+    wide = (padded(logp, -1.0), padded(old, -50.0), adv, padded(ent, 0.0), padded(mask, False))
+    for loss_fn, masks in (
+        (functools.partial(sent_per_token_loss, cov_ratio=0.3), ("low_entropy", "high_cov", "low_cov")),
+        (functools.partial(kl_cov_per_token_loss, cov_ratio=0.3), ("high_cov",)),
+    ):
+        loss, info = loss_fn(logp, old, adv, ent, mask)
+        wide_loss, wide_info = loss_fn(*wide)
+        torch.testing.assert_close(wide_loss[:, :8], loss)
+        assert (wide_loss[:, 8:] == 0).all()
+        for name in masks:
+            assert torch.equal(wide_info[name][:, :8], info[name]) and not wide_info[name][:, 8:].any(), name
+    if equal_advantages:  # every covariance 0: KL-Cov's tie rule takes the k lowest-entropy valid tokens
+        k = max(1, math.floor(int(mask.sum()) * 0.3))
+        lowest = sorted(_valid_positions(mask), key=lambda p: float(ent[p]))[:k]
+        assert torch.equal(info["high_cov"], _mask_of(lowest, mask.shape))
 
 
 def test_sequence_and_token_advantages_agree():

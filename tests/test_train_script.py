@@ -146,8 +146,9 @@ def test_curriculum_ranks_an_unranked_dataset_first_then_reuses_the_cache(tiny_m
     assert json.loads((out / "se_ranking" / "ranking_meta.json").read_text())["counts"]["num_prompts_generated"] == 8
     assert (out / "assets" / "se_histogram.png").exists()  # the card shows the dataset's SE histogram
     assert "se_histogram.png" in (out / "README.md").read_text()
-    # a second run is served from the ranking cache: nothing is generated for ranking
-    again = run_train(args, tmp_path)
+    # a second run (replacing the first: a fresh run into a used --output_dir must say so) is served from the
+    # ranking cache: nothing is generated for ranking
+    again = run_train([*args, "--overwrite_output_dir", "true"], tmp_path)
     assert again.returncode == 0, again.stderr[-3000:]
     meta = json.loads((out / "se_ranking" / "ranking_meta.json").read_text())
     assert meta["counts"]["num_prompts_generated"] == 0 and meta["counts"]["num_prompts_from_cache"] == 8, meta

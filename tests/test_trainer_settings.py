@@ -175,3 +175,7 @@ def test_curriculum_settings_reach_the_sampler(tiny_model_dir, tmp_path):
     expected = [stage[i : i + 2] for stage in stages for _ in range(2) for i in (0, 2)]
     assert [sampler.chunk_indices(k) for k in range(sampler.num_chunks)] == expected
     assert sampler.seed == 5
+    # The trainer's own curriculum position (the curriculum/* metrics, the stage restarts) follows the same layout:
+    # micro-batch b is fed by chunk b // (num_iterations * steps_per_generation), here b // 6, not b // 2.
+    for b in range(sampler.num_chunks * sampler.repeat_count):
+        assert trainer._chunk_info(b) == sampler.chunk_info(sampler.chunk_index_of_batch(b)), b

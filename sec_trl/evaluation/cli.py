@@ -279,6 +279,10 @@ def run(eval_args: EvalArguments, data_args, model_args, given: set[str] | None 
         level=logging.INFO if state.is_main_process else logging.WARNING,
     )
     check_backend(eval_args, state)
+    if eval_args.output_dir:  # the report is written after all the sampling: check now (every process stops alike)
+        from sec_trl.preflight import check_writable
+
+        check_writable(eval_args.output_dir, "--output_dir", what=f"the report ({RESULTS_FILENAME})")
     eval_args, data_args, protocol = resolve_settings(eval_args, data_args, given)
     sets = load_eval_sets(eval_args, data_args)
     for item in sets.values():  # bad sampling flags fail here, before the model loads

@@ -50,6 +50,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     if not args.output_dir:
         parser.error("--output_dir is required")
+    from sec_trl.preflight import check_writable
+
+    # before the data and the model load: the ranked dataset, its report and the shard cache all go there
+    check_writable(args.output_dir, "--output_dir", what="the ranking and its cache")
     dataset, prompt_column, answer_column = _load_cli_dataset(args)
     try:
         rank_dataset(

@@ -17,7 +17,29 @@ def _m(id, file, old, new, why, tests, occurrence=0, slow=None):
     return dict(id=id, file=file, old=old, new=new, why=why, tests=tests, occurrence=occurrence, slow=slow)
 
 
-L, T, C, E, A = (f"sec_trl/{m}.py" for m in ("losses", "trainer", "curriculum", "semantic_entropy", "answer_checking"))
+REGISTRY = ["tests/test_trainer_settings.py", "tests/test_regularizers.py", "tests/test_metrics.py"]
+
+L, T, R, CT, C, E, A, AX = (
+    f"sec_trl/{m}.py"
+    for m in (
+        "losses",
+        "trainer",
+        "regularizers",
+        "curriculum_trainer",
+        "curriculum",
+        "semantic_entropy",
+        "answer_checking",
+        "answer_extraction",
+    )
+)
+
+
+def _field(field, keyword):
+    """One line of a multi-line `fields={...}` dict of `sec_trl/regularizers.py`."""
+    return f'                "{field}": "{keyword}",\n'
+
+
+KL_COV_FIELDS = 'fields={"cov_ratio": "cov_ratio", "kl_cov_coef": "kl_coef"},'
 
 MUTANTS = [
     # ---- losses.py ------------------------------------------------------------------------------------------------
@@ -29,28 +51,47 @@ MUTANTS = [
         "a tiny batch selects no token",
         LOSS,
     ),
-    _m("L2", L, "(rank.view_as(scores) < k)", "(rank.view_as(scores) <= k)", "k + 1 tokens selected", LOSS),
-    _m("L3", L, "* (logps - _masked_mean(logps, over))", "* logps", "covariance not centred in logp", LOSS),
+    _m(
+        "L2",
+        L,
+        "tie_pick = tied & (torch.cumsum(tied, 0) <= needed)",
+        "tie_pick = tied & (torch.cumsum(tied, 0) <= needed + 1)",
+        "k + 1 tokens selected when the k-th value is tied",
+        LOSS,
+    ),
+    _m(
+        "L3",
+        L,
+        "return (advantages - mean_a) * (logps - mean_l)",
+        "return (advantages - mean_a) * logps",
+        "covariance not centred in logp",
+        LOSS,
+    ),
     _m("L4", L, "per_token_logps, over=low_entropy)", "per_token_logps, over=mask)", "SENT cov over all tokens", LOSS),
     _m(
         "L5",
         L,
-        "_bottom_k_mask(cov, low_entropy, k) & ~high_cov",
-        "_bottom_k_mask(cov, low_entropy, k)",
+        "    low_cov = low_cov & ~high_cov  # high wins on overlap\n",
+        "",
         "overlap counted as low-cov",
         LOSS,
     ),
     _m("L6", L, "kl_coef * low_entropy_kl_coef", "low_entropy_kl_coef", "rest of L ignores kl_coef", LOSS, 1),
     _m("L7", L, "coef * log_ratio.abs()", "coef * log_ratio", "SENT penalty signed instead of |.|", LOSS),
+    _m("L8", L, "    loss = loss.masked_fill(~mask, 0)\n", "", "SENT loss not 0 on padding", LOSS),
     _m(
-        "L8", L, "    loss = torch.where(mask, loss, torch.zeros_like(loss))\n", "", "SENT loss not 0 on padding", LOSS
+        "L9",
+        L,
+        'torch.where(n_valid > 0, v.reshape(()), float("nan"))',
+        'torch.where(n_valid > 0, entropies.masked_fill(~low, torch.inf).amin(), float("nan"))',
+        "entropy threshold = min of L",
+        LOSS,
     ),
-    _m("L9", L, "-torch.inf).amax()", "-torch.inf).amin()", "entropy threshold = min of L", LOSS),
     _m(
         "L10",
         L,
-        "high_cov = _top_k_mask(cov, mask,",
-        "high_cov = _bottom_k_mask(cov, mask,",
+        "mask.numel()), largest=True, then_lowest=ties)",
+        "mask.numel()), largest=False, then_lowest=ties)",
         "KL-Cov picks lowest cov",
         LOSS,
     ),
@@ -66,29 +107,52 @@ MUTANTS = [
     _m(
         "L13", L, "1 - epsilon_low, 1 + epsilon_high", "1 - epsilon_low, 1 + epsilon_low", "epsilon_high ignored", LOSS
     ),
-    _m("L14", L, ".sum() / mask.sum().clamp(min=1)", ".sum() / mask.numel()", "means include padding", LOSS),
-    # ---- trainer.py: settings passed to the loss -------------------------------------------------------------------
+    _m(
+        "L14",
+        L,
+        "count = over.count_nonzero().clamp(min=1)",
+        "count = over.numel()",
+        "covariance means include padding",
+        LOSS,
+    ),
+    _m(
+        "L15",
+        L,
+        "sentinels.masked_fill(position < k_bound - k, beat)",
+        "sentinels.masked_fill(position <= k_bound - k, beat)",
+        "large covariance selections one token short",
+        LOSS,
+    ),
+    _m(
+        "L16",
+        L,
+        "low_sentinels = (n_valid - k).clamp(min=0)",
+        "low_sentinels = (n_valid - k + 1).clamp(min=0)",
+        "low-entropy set one token short",
+        LOSS,
+    ),
+    # ---- regularizers.py: the settings each regulariser is given (the trainer passes `entry.settings(args)`) --------
     *[
-        _m(f"T{i + 1}", T, f"                {line}\n", "", f"{line.split('=')[0]} not passed ({reg})", TRAINER, occ)
-        for i, (line, occ, reg) in enumerate(
+        _m(f"T{i + 1}", R, old, new, f"{field} not passed ({reg})", REGISTRY, occurrence)
+        for i, (field, reg, old, new, occurrence) in enumerate(
             [
-                ("low_entropy_quantile=args.low_entropy_quantile,", 0, "sent"),
-                ("cov_ratio=args.cov_ratio,", 0, "sent"),
-                ("kl_coef=args.kl_cov_coef,", 0, "sent"),
-                ("high_cov_coef=args.high_cov_coef,", 0, "sent"),
-                ("low_cov_coef=args.low_cov_coef,", 0, "sent"),
-                ("low_entropy_kl_coef=args.low_entropy_kl_coef,", 0, "sent"),
-                ("cov_ratio=args.cov_ratio,", 1, "kl_cov"),
-                ("kl_coef=args.kl_cov_coef,", 1, "kl_cov"),
-                ("cov_ratio=args.cov_ratio,", 2, "clip_cov"),
-                ("clip_cov_lower=args.clip_cov_lower,", 0, "clip_cov"),
-                ("clip_cov_upper=args.clip_cov_upper,", 0, "clip_cov"),
-                ("epsilon_low=self.epsilon_low,", 0, "clip_cov"),
-                ("epsilon_high=self.epsilon_high,", 0, "clip_cov"),
+                ("low_entropy_quantile", "sent", _field("low_entropy_quantile", "low_entropy_quantile"), "", 0),
+                ("cov_ratio", "sent", _field("cov_ratio", "cov_ratio"), "", 0),
+                ("kl_cov_coef", "sent", _field("kl_cov_coef", "kl_coef"), "", 0),
+                ("high_cov_coef", "sent", _field("high_cov_coef", "high_cov_coef"), "", 0),
+                ("low_cov_coef", "sent", _field("low_cov_coef", "low_cov_coef"), "", 0),
+                ("low_entropy_kl_coef", "sent", _field("low_entropy_kl_coef", "low_entropy_kl_coef"), "", 0),
+                ("cov_ratio", "kl_cov", KL_COV_FIELDS, 'fields={"kl_cov_coef": "kl_coef"},', 0),
+                ("kl_cov_coef", "kl_cov", KL_COV_FIELDS, 'fields={"cov_ratio": "cov_ratio"},', 0),
+                ("cov_ratio", "clip_cov", _field("cov_ratio", "cov_ratio"), "", 1),
+                ("clip_cov_lower", "clip_cov", _field("clip_cov_lower", "clip_cov_lower"), "", 0),
+                ("clip_cov_upper", "clip_cov", _field("clip_cov_upper", "clip_cov_upper"), "", 0),
+                ("epsilon", "clip_cov", _field("epsilon", "epsilon_low"), "", 0),
+                ("epsilon_high", "clip_cov", _field("epsilon_high", "epsilon_high"), "", 0),
             ]
         )
     ],
-    # ---- trainer.py: metrics, curriculum wiring ---------------------------------------------------------------------
+    # ---- trainer.py: metrics ----------------------------------------------------------------------------------------
     _m("T14", T, "ratio_sum / max(count, 1.0)", "ratio_sum / n_valid", "*_abs_log_ratio over all tokens", TRAINER),
     _m("T15", T, "count / n_valid", "count / max(len(stats), 1)", "*_frac over the wrong count", TRAINER),
     _m(
@@ -99,36 +163,37 @@ MUTANTS = [
         "signed log ratio logged",
         TRAINER,
     ),
-    _m("T17", T, "texts[start : start + g]", "texts[start : start + g - 1]", "SE on 3 of 4 group members", TRAINER),
+    # ---- curriculum_trainer.py: online semantic entropy, curriculum position and sampler settings -----------------
+    _m("T17", CT, "texts[start : start + g]", "texts[start : start + g - 1]", "SE on 3 of 4 group members", TRAINER),
     _m(
         "T18",
-        T,
+        CT,
         "range(0, len(texts) - g + 1, g)",
         "range(0, len(texts) - g, g)",
         "last group left out of SE",
         TRAINER,
     ),
-    _m("T19", T, "clusters.append(max(ids) + 1)", "clusters.append(max(ids))", "num_clusters off by one", TRAINER),
+    _m("T19", CT, "clusters.append(max(ids) + 1)", "clusters.append(max(ids))", "num_clusters off by one", TRAINER),
     _m(
         "T20",
-        T,
-        "micro_step = self.state.global_step * gas + self._step % gas",
-        "micro_step = self._step",
+        CT,
+        "return self.state.global_step * gas + self._step % gas",
+        "return self._step",
         "curriculum position restarts at 0 on resume",
         TRAINER,
         slow=["tests/test_resume.py::test_sigkill_and_resume_continue_the_exact_prompt_stream"],
     ),
     _m(
         "T21",
-        T,
-        "micro_step = self.state.global_step * gas + self._step % gas",
-        "micro_step = self.state.global_step + self._step % gas",
+        CT,
+        "return self.state.global_step * gas + self._step % gas",
+        "return self.state.global_step + self._step % gas",
         "position ignores gradient accumulation",
         TRAINER,
     ),
     _m(
         "T22",
-        T,
+        CT,
         "extremes = self.accelerator.gather(torch.stack([-se.min(), se.max()]).reshape(1, 2)).amax(dim=0)",
         "extremes = torch.stack([-se.min(), se.max()]).reshape(1, 2).amax(dim=0)",
         "SE range of rank 0 only",
@@ -137,27 +202,60 @@ MUTANTS = [
     ),
     _m(
         "T23",
-        T,
-        "            seed=self.args.seed,\n",
-        "            seed=self.args.seed + self.accelerator.process_index,\n",
+        CT,
+        '"seed": args.seed,',
+        '"seed": args.seed + args.process_index,',
         "curriculum shuffle differs per rank",
         TRAINER,
         slow=TWO_PROCESSES,
     ),
     _m(
         "T24",
-        T,
-        "repeat_count=self.num_iterations * self.args.steps_per_generation",
-        "repeat_count=self.args.steps_per_generation",
+        CT,
+        '"repeat_count": args.num_iterations * args.steps_per_generation,',
+        '"repeat_count": args.steps_per_generation,',
         "num_iterations ignored by the curriculum",
         TRAINER,
     ),
     _m(
         "T25",
-        T,
-        "batch_size=self.args.generation_batch_size // self.num_generations",
-        "batch_size=self.args.per_device_train_batch_size // self.num_generations",
+        CT,
+        '"batch_size": args.generation_batch_size // args.num_generations,',
+        '"batch_size": args.per_device_train_batch_size // args.num_generations,',
         "curriculum chunk = one device's batch",
+        TRAINER,
+    ),
+    # ---- new with the registry and the thin TRL copy ---------------------------------------------------------------
+    _m(
+        "T26",
+        R,
+        '    if field == "epsilon_high" and value is None:\n        return args.epsilon\n',
+        "",
+        "an unset epsilon_high reaches Clip-Cov as None, not TRL's epsilon",
+        REGISTRY,
+    ),
+    _m(
+        "T27",
+        T,
+        "on_policy = not self.model.training or self.state.global_step == self._rollout_global_step",
+        "on_policy = not self.model.training",
+        "on-policy rule dropped: the KL term sees TRL's stored old log-probs",
+        TRAINER,
+    ),
+    _m(
+        "T28",
+        T,
+        "if regularizer.clips:  # sec_trl",
+        "if True:  # sec_trl",
+        "clip_ratio/* logged for SENT / KL-Cov, which do not clip",
+        TRAINER,
+    ),
+    _m(
+        "T29",
+        CT,
+        "return self.args.steps_per_generation * self.num_iterations",
+        "return self.args.steps_per_generation",
+        "curriculum position and stage restarts ignore num_iterations",
         TRAINER,
     ),
     # ---- curriculum.py ---------------------------------------------------------------------------------------------
@@ -172,8 +270,8 @@ MUTANTS = [
     _m(
         "C2",
         C,
-        "base + 1 if s < extra else base",
-        "base + 1 if s >= num_stages - extra else base",
+        "return [len(part) for part in np.array_split(np.arange(num_prompts), num_stages)]",
+        "return [len(part) for part in np.array_split(np.arange(num_prompts), num_stages)][::-1]",
         "larger stages last, not first",
         CURRICULUM,
     ),
@@ -247,7 +345,7 @@ MUTANTS = [
     # ---- semantic_entropy.py ---------------------------------------------------------------------------------------
     _m("E1", E, "p * math.log(p)", "p * math.log2(p)", "entropy in bits", SEMANTIC),
     _m("E2", E, "[count / n for count", "[count / len(Counter(ids)) for count", "cluster masses not / N", SEMANTIC),
-    _m("E3", E, "top = max(logprobs)", "top = min(logprobs)", "softmax overflows", SEMANTIC),
+    _m("E3", E, "top = max(scores)", "top = min(scores)", "softmax overflows", SEMANTIC),
     _m("E4", E, "math.fsum(ws) / total", "math.fsum(ws) / len(ws)", "weighted masses not normalised", SEMANTIC),
     _m(
         "E5",
@@ -267,7 +365,14 @@ MUTANTS = [
     ),
     _m("E7", E, "overlap >= threshold and", "overlap > threshold and", "lexical threshold exclusive", SEMANTIC),
     _m("E8", E, "overlap > best_overlap", "overlap >= best_overlap", "lexical ties to the higher id", SEMANTIC),
-    _m("E9", E, "len(a & b) / union", "len(a & b) / (len(a) + len(b))", "not Jaccard", SEMANTIC),
+    _m(
+        "E9",
+        E,
+        "overlap = 1.0 - jaccard_distance(words, rep)",
+        "overlap = len(words & rep) / (len(words) + len(rep))",
+        "not Jaccard",
+        SEMANTIC,
+    ),
     _m(
         "E10",
         E,
@@ -276,28 +381,28 @@ MUTANTS = [
         "no-answer responses share cluster 0",
         SEMANTIC,
     ),
-    # ---- answer_checking.py: extraction and the fast path ---------------------------------------------------------
+    # ---- answer_checking.py (the fast path) and answer_extraction.py (extraction, number parsing) ---------------
     _m("A1", A, "if (x_exact and y_exact) or", "if (x_exact or y_exact) or", "0.333333 != 1/3", CHECKER),
     _m(
         "A2",
-        A,
+        AX,
         'return (-value if sign == "-" else value), not (frac or bare_frac)',
         'return (-value if sign == "-" else value), True',
         "decimals compared exactly",
         CHECKER,
     ),
-    _m("A3", A, "    if den == 0:\n        return None\n", "", "1/0 raises", CHECKER),
+    _m("A3", AX, "    if den == 0:\n        return None\n", "", "1/0 raises", CHECKER),
     _m(
         "A4",
-        A,
+        AX,
         'return (-value if sign == "-" else value), True',
         "return value, True",
         "sign of fractions lost",
         CHECKER,
     ),
-    _m("A5", A, "            i += 2\n", "            i += 1\n", "escaped braces group", CHECKER),
-    _m("A6", A, "for s in starts if s in pairs]", "for s in starts if s in pairs][:1]", "first box wins", CHECKER),
-    _m("A7", A, "return matches[-1].group(0)", "return matches[0].group(0)", "first number wins", CHECKER),
+    _m("A5", AX, "            i += 2\n", "            i += 1\n", "escaped braces group", CHECKER),
+    _m("A6", AX, "for s in starts if s in pairs]", "for s in starts if s in pairs][:1]", "first box wins", CHECKER),
+    _m("A7", AX, "return matches[-1].group(0)", "return matches[0].group(0)", "first number wins", CHECKER),
     _m(
         "A8",
         A,
@@ -306,12 +411,14 @@ MUTANTS = [
         "length limit off by one",
         CHECKER,
     ),
-    _m("A9", A, '        if s.endswith("."):\n            s = s[:-1].rstrip()\n', "", "final full stop kept", CHECKER),
+    _m(
+        "A9", AX, '        if s.endswith("."):\n            s = s[:-1].rstrip()\n', "", "final full stop kept", CHECKER
+    ),
     _m(
         "A10",
-        A,
-        "return text[-MAX_TAIL_CHARS:]",
-        "return text[:MAX_TAIL_CHARS]",
+        AX,
+        "return clean_text(text[-MAX_TAIL_CHARS:])",
+        "return clean_text(text[:MAX_TAIL_CHARS])",
         "reads the head, not the tail",
         CHECKER,
     ),
