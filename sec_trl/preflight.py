@@ -442,7 +442,7 @@ def check_writable(path: str | os.PathLike, flag: str, *, what: str = "the run's
     read-only file system, a file where a folder is expected, and (for root) nothing that is merely ``chmod``-ed."""
     import tempfile
 
-    from .script_args import shown_path
+    from .publishing import shown_path
 
     target = os.path.abspath(os.path.expanduser(os.fspath(path)))
     existing = target
@@ -538,7 +538,7 @@ def check_earlier_run(
     checkpoints, files = earlier_run(output_dir)
     if not checkpoints and not files:
         return []
-    from .script_args import shown_path
+    from .publishing import shown_path
 
     found = ", ".join(
         [*([f"{len(checkpoints)} checkpoint(s) ({', '.join(checkpoints[-3:])})"] if checkpoints else []), *files]

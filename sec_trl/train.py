@@ -601,7 +601,7 @@ def place_output_dir(argv: list[str], full_argv: list[str], training_args) -> st
     ``outputs/smollm2-arith-sent``), else ``<recipe output_dir>-<8 hex digits>``, a fingerprint of the settings that
     differ from the recipe (:func:`folder_fingerprint`): the same command reaches the same folder, other flags
     another. ``training_args.output_dir`` is set accordingly."""
-    from sec_trl.script_args import shown_path
+    from sec_trl.publishing import shown_path
 
     if any(_flag_name(arg) == "output_dir" for arg in argv):
         return f"output_dir: {shown_path(training_args.output_dir)} (--output_dir)"
