@@ -444,6 +444,8 @@ def timed_reward_call(timeout, *, thread=False):
             run()
         return SimpleNamespace(**outcome)
 
+    return call
+
 
 def unwritable_folder(tmp_path):
     """A real folder this process cannot write into. For a normal user, a folder chmod-ed 0o500. Root writes through
