@@ -177,5 +177,6 @@ def test_curriculum_settings_reach_the_sampler(tiny_model_dir, tmp_path):
     assert sampler.seed == 5
     # The trainer's own curriculum position (the curriculum/* metrics, the stage restarts) follows the same layout:
     # micro-batch b is fed by chunk b // (num_iterations * steps_per_generation), here b // 6, not b // 2.
+    gas = trainer.args.gradient_accumulation_steps
     for b in range(sampler.num_chunks * sampler.repeat_count):
-        assert trainer._chunk_info(b) == sampler.chunk_info(sampler.chunk_index_of_batch(b)), b
+        assert trainer._curriculum_plan.chunk_of(b // gas, b % gas) == sampler.chunk_index_of_batch(b), b
