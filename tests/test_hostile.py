@@ -290,15 +290,6 @@ def rank_three_times(given, env):
 # ------------------------------------------------------------------------- calls of items 4 and 10 (one block)
 
 
-def config_error(given, env):
-    """The message of the ValueError `SETGRPOConfig(**given)` raises (None if it builds)."""
-    try:
-        config(given, env)
-    except ValueError as exc:
-        return str(exc)
-    return None
-
-
 def error_message_of(call):
     """``call``'s ValueError message (None when it raises none)."""
 
@@ -310,6 +301,10 @@ def error_message_of(call):
         return None
 
     return wrapped
+
+
+config_error = error_message_of(config)
+"""The message of the ValueError `SETGRPOConfig(**given)` raises (None if it builds)."""
 
 
 CURRICULUM = {"curriculum": True, "remove_unused_columns": False, "steps_per_generation": 2}
