@@ -56,11 +56,6 @@ class CurriculumTrainerMixin:
                 "adapter disabled and cannot become the current policy. Set beta=0, or train without PEFT."
             )
 
-    @property
-    def _generate_every(self) -> int:
-        """Micro-batches fed by one rollout batch (one chunk of the curriculum sampler)."""
-        return self.args.steps_per_generation * self.num_iterations
-
     def _chunk_info(self) -> dict:
         """The curriculum sampler's schedule entry of the rollout batch feeding the current micro-batch
         (`self._step` restarts at 0 on resume; `global_step` does not)."""
@@ -87,7 +82,7 @@ class CurriculumTrainerMixin:
         """
         gas = self.args.gradient_accumulation_steps
         micro_step = self.state.global_step * gas + self._step % gas
-        if micro_step == 0 or micro_step % self._generate_every != 0:
+        if micro_step == 0 or micro_step % self._curriculum_plan.generate_every != 0:
             return
         step = micro_step // gas
         if self._stage_of_step(step) == self._stage_of_step(step - 1):

@@ -252,9 +252,9 @@ MUTANTS = [
     ),
     _m(
         "T29",
-        CT,
-        "return self.args.steps_per_generation * self.num_iterations",
-        "return self.args.steps_per_generation",
+        C,
+        "generate_every = args.steps_per_generation * args.num_iterations",
+        "generate_every = args.steps_per_generation",
         "curriculum position and stage restarts ignore num_iterations",
         TRAINER,
     ),
