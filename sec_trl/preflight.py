@@ -44,10 +44,14 @@ BUILTIN_REWARDS = ("accuracy", "format")
 # trackers
 
 
+def report_to_names(report_to: str | Sequence[str] | None) -> list[str]:
+    """``--report_to`` as a list of backend names (one name, a list, or unset)."""
+    return [report_to] if isinstance(report_to, str) else list(report_to or [])
+
+
 def check_report_to(report_to: str | Sequence[str] | None) -> None:
     """Every ``--report_to`` backend can be imported; else ``ValueError`` with the install command."""
-    names = [report_to] if isinstance(report_to, str) else list(report_to or [])
-    for name in names:
+    for name in report_to_names(report_to):
         if name in ("none", "all") or name not in TRACKERS:
             continue  # "all" means what is installed; an unknown name is transformers' own error
         modules, install = TRACKERS[name]

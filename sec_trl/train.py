@@ -319,8 +319,9 @@ def output_folders(script_args: SENTScriptArguments, training_args, model_args) 
     if script_args.save_merged and model_args.use_peft:
         merged = os.path.join(training_args.output_dir, "merged")
         folders.append(("--save_merged true", merged, "the merged model (<output_dir>/merged)"))
-    report_to = training_args.report_to
-    reports = [report_to] if isinstance(report_to, str) else list(report_to or [])
+    from sec_trl.preflight import report_to_names
+
+    reports = report_to_names(training_args.report_to)
     tensorboard_dir = os.environ.get("TENSORBOARD_LOGGING_DIR")  # transformers 5's TensorBoardCallback reads it
     if tensorboard_dir and ("tensorboard" in reports or "all" in reports):
         folders.append(("TENSORBOARD_LOGGING_DIR (environment)", tensorboard_dir, "the TensorBoard logs"))
@@ -606,9 +607,7 @@ def place_output_dir(argv: list[str], full_argv: list[str], training_args) -> st
     if any(_flag_name(arg) == "output_dir" for arg in argv):
         return f"output_dir: {shown_path(training_args.output_dir)} (--output_dir)"
     config = _config_path(full_argv)
-    if config is None:
-        return f"output_dir: {shown_path(training_args.output_dir)} (TRL's default; --output_dir sets another)"
-    recipe = _read_yaml(config)
+    recipe = _read_yaml(config) if config is not None else {}
     if "output_dir" not in recipe:
         return f"output_dir: {shown_path(training_args.output_dir)} (TRL's default; --output_dir sets another)"
     if not is_shipped_recipe(config):
